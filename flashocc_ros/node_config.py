@@ -1,0 +1,284 @@
+"""Node parameters: one frozen dataclass that is the single source of truth (ROS-free).
+In: a mapping (ROS parameters or YAML). Out: a validated `NodeConfig`, its YAML, JSON schema, docs.
+
+`config/flashocc.param.yaml`, `config/flashocc.schema.json` and the README parameter table are
+generated from `NodeConfig` (`python -m flashocc_ros.node_config`) and a test keeps them in sync.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flashocc_ros.config import NUSCENES_CAMERAS, ConfigError
+
+_ENUMS: dict[str, tuple[str, ...]] = {
+    "backend": ("auto", "torch", "onnxruntime", "tensorrt"),
+    "precision": ("fp32", "fp16", "bf16", "int8"),
+    "input_reliability": ("best_effort", "reliable"),
+    "engine_mismatch": ("refuse", "rebuild"),
+}
+_MIN: dict[str, float] = {
+    "sync_slop_s": 0.001,
+    "history_spacing_s": 0.05,
+    "history_max_gap_s": 0.1,
+    "tf_tolerance_s": 0.0,
+    "input_queue_depth": 1,
+    "marker_max_voxels": 0,
+    "max_image_pixels": 1,
+    "diagnostics_period_s": 0.1,
+}
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Parameters of the flashocc node (names are the ROS parameter names)."""
+
+    camera_names: tuple[str, ...] = field(
+        default=NUSCENES_CAMERAS,
+        metadata=_doc(
+            "Cameras in the model's order; each subscribes ~/input/<name lower>/image and "
+            "~/input/<name lower>/camera_info (remap them in the launch file)."
+        ),
+    )
+    compressed_cameras: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc(
+            "Cameras whose ~/input/<name lower>/image is a sensor_msgs/CompressedImage (jpeg or "
+            "png; remap it to e.g. /cam/image_raw/compressed) instead of a sensor_msgs/Image."
+        ),
+    )
+    model_config: str = field(
+        default="demo", metadata=_doc("Model preset name or path to a model YAML file.")
+    )
+    weights: str = field(
+        default="",
+        metadata=_doc(
+            "Weights file: official FlashOCC .pth or our .safetensors; empty = the shipped demo "
+            "weights when model_config is 'demo'."
+        ),
+    )
+    backend: str = field(
+        default="auto",
+        metadata=_doc("Inference backend: auto, torch, onnxruntime or tensorrt."),
+    )
+    device: str = field(default="cpu", metadata=_doc("Torch device: cpu, cuda or cuda:N."))
+    precision: str = field(
+        default="fp32", metadata=_doc("fp32, fp16 (GPU), bf16 (CPU autocast) or int8 (TensorRT).")
+    )
+    engine_path: str = field(
+        default="", metadata=_doc("TensorRT engine file (built with flashocc-build-engine).")
+    )
+    engine_mismatch: str = field(
+        default="refuse",
+        metadata=_doc("When the engine metadata does not match the model: refuse or rebuild."),
+    )
+    ego_frame: str = field(
+        default="base_link", metadata=_doc("Ego frame of the output grids (header.frame_id).")
+    )
+    odom_frame: str = field(
+        default="odom", metadata=_doc("Odometry frame for ego poses at each camera stamp.")
+    )
+    sync_slop_s: float = field(
+        default=0.1,
+        metadata=_doc("A bundle is complete when every camera is within this of camera 0."),
+    )
+    tf_tolerance_s: float = field(
+        default=0.05,
+        metadata=_doc("An image stamp may lie this far beyond the newest /tf sample, seconds."),
+    )
+    history_spacing_s: float = field(
+        default=0.5, metadata=_doc("Temporal models: age of the past frame to fuse, seconds.")
+    )
+    history_max_gap_s: float = field(
+        default=1.5, metadata=_doc("Temporal models: reset the history after a gap this long.")
+    )
+    input_reliability: str = field(
+        default="best_effort", metadata=_doc("QoS reliability of image inputs.")
+    )
+    input_queue_depth: int = field(default=2, metadata=_doc("QoS history depth of image inputs."))
+    publish_occupancy: bool = field(
+        default=True, metadata=_doc("Publish ~/output/occupancy (flashocc_ros/msg/Occupancy).")
+    )
+    publish_confidence: bool = field(
+        default=False, metadata=_doc("Fill Occupancy.confidence (costs a softmax).")
+    )
+    publish_markers: bool = field(
+        default=True, metadata=_doc("Publish ~/output/markers (visualization_msgs/MarkerArray).")
+    )
+    publish_points: bool = field(
+        default=True, metadata=_doc("Publish ~/output/points (sensor_msgs/PointCloud2).")
+    )
+    publish_bev_image: bool = field(
+        default=True, metadata=_doc("Publish ~/output/bev_image (sensor_msgs/Image, rgb8).")
+    )
+    marker_max_voxels: int = field(
+        default=0, metadata=_doc("Cap on drawn voxels per frame (0 = no cap).")
+    )
+    max_image_pixels: int = field(
+        default=16_000_000, metadata=_doc("Images larger than this are refused (pixels).")
+    )
+    diagnostics_period_s: float = field(
+        default=1.0, metadata=_doc("Period of /diagnostics messages, seconds.")
+    )
+
+    def __post_init__(self) -> None:
+        for name, allowed in _ENUMS.items():
+            if getattr(self, name) not in allowed:
+                value = getattr(self, name)
+                raise ConfigError(
+                    f"parameter {name}={value!r}: must be one of {', '.join(allowed)}"
+                )
+        for name, lo in _MIN.items():
+            if getattr(self, name) < lo:
+                raise ConfigError(f"parameter {name}={getattr(self, name)}: must be >= {lo}")
+        if not self.camera_names or len(set(self.camera_names)) != len(self.camera_names):
+            raise ConfigError("parameter camera_names: must be a non-empty list of unique names")
+        unknown = sorted(set(self.compressed_cameras) - set(self.camera_names))
+        if unknown:
+            raise ConfigError(f"parameter compressed_cameras: unknown cameras {unknown}")
+        for name in ("ego_frame", "odom_frame"):
+            if not getattr(self, name) or getattr(self, name).startswith("/"):
+                raise ConfigError(f"parameter {name}: must be a non-empty frame id without '/'")
+        if self.ego_frame == self.odom_frame:
+            raise ConfigError("parameters ego_frame and odom_frame must differ")
+
+    def replace(self, **changes: Any) -> NodeConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def input_topics(camera: str) -> tuple[str, str]:
+    """(image topic, camera_info topic) the node subscribes for `camera` (private names)."""
+    base = f"~/input/{camera.lower()}"
+    return f"{base}/image", f"{base}/camera_info"
+
+
+def _type_name(f: dataclasses.Field[Any]) -> str:
+    return str(f.type).replace("tuple[str, ...]", "string[]")
+
+
+def node_config_from_mapping(values: Mapping[str, Any]) -> NodeConfig:
+    """Validated NodeConfig from parameter values; unknown names and wrong types are refused."""
+    fields = {f.name: f for f in dataclasses.fields(NodeConfig)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown parameters: {', '.join(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        default = fields[name].default
+        if isinstance(default, tuple):
+            if isinstance(value, str) or not isinstance(value, list | tuple):
+                raise ConfigError(f"parameter {name}: must be a list of strings")
+            kwargs[name] = tuple(str(v) for v in value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"parameter {name}: must be true or false, got {value!r}")
+            kwargs[name] = value
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"parameter {name}: must be an integer, got {value!r}")
+            kwargs[name] = value
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"parameter {name}: must be a number, got {value!r}")
+            kwargs[name] = float(value)
+        else:
+            if not isinstance(value, str):
+                raise ConfigError(f"parameter {name}: must be a string, got {value!r}")
+            kwargs[name] = value
+    return NodeConfig(**kwargs)
+
+
+def default_values() -> dict[str, Any]:
+    """Parameter name -> default (lists as lists), in declaration order."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(NodeConfig):
+        out[f.name] = list(f.default) if isinstance(f.default, tuple) else f.default
+    return out
+
+
+def param_yaml() -> str:
+    """The documented `config/flashocc.param.yaml` (ROS 2 parameter file form)."""
+    lines = ["# Generated from flashocc_ros/node_config.py by: python -m flashocc_ros.node_config"]
+    lines += ["/**:", "  ros__parameters:"]
+    for f in dataclasses.fields(NodeConfig):
+        lines.append(f"    # {f.metadata['doc']}")
+        value = yaml.safe_dump(
+            {f.name: default_values()[f.name]}, default_flow_style=True, width=10_000
+        )
+        lines.append("    " + value.strip()[1:-1])
+    return "\n".join(lines) + "\n"
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON schema of the parameter file (Autoware style)."""
+    props: dict[str, Any] = {}
+    for f in dataclasses.fields(NodeConfig):
+        d = f.default
+        prop: dict[str, Any] = {"description": f.metadata["doc"]}
+        if isinstance(d, tuple):
+            prop.update(type="array", items={"type": "string"}, default=list(d))
+        elif isinstance(d, bool):
+            prop.update(type="boolean", default=d)
+        elif isinstance(d, int):
+            prop.update(type="integer", default=d)
+        elif isinstance(d, float):
+            prop.update(type="number", default=d)
+        else:
+            prop.update(type="string", default=d)
+        if f.name in _ENUMS:
+            prop["enum"] = list(_ENUMS[f.name])
+        if f.name in _MIN:
+            prop["minimum"] = _MIN[f.name]
+        props[f.name] = prop
+    params = {
+        "type": "object",
+        "properties": props,
+        "required": list(props),
+        "additionalProperties": False,
+    }
+    return {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": "Parameters for the flashocc_ros node",
+        "type": "object",
+        "properties": {
+            "/**": {
+                "type": "object",
+                "properties": {"ros__parameters": params},
+                "required": ["ros__parameters"],
+            }
+        },
+        "required": ["/**"],
+    }
+
+
+def markdown_table() -> str:
+    """The README parameter table."""
+    rows = ["| parameter | type | default | meaning |", "|---|---|---|---|"]
+    for f in dataclasses.fields(NodeConfig):
+        default = json.dumps(default_values()[f.name])
+        rows.append(f"| `{f.name}` | {_type_name(f)} | `{default}` | {f.metadata['doc']} |")
+    return "\n".join(rows)
+
+
+def write_generated(root: Path) -> None:
+    """Regenerate the param YAML and the JSON schema under `root/config`."""
+    (root / "config" / "flashocc.param.yaml").write_text(param_yaml())
+    schema = json.dumps(json_schema(), indent=2) + "\n"
+    (root / "config" / "flashocc.schema.json").write_text(schema)
+
+
+if __name__ == "__main__":
+    write_generated(Path(sys.argv[1]) if len(sys.argv) > 1 else Path.cwd())
+    sys.stdout.write(markdown_table() + "\n")

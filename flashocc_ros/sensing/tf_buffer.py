@@ -1,0 +1,283 @@
+"""A ROS-free TF buffer with /tf (dynamic, time-cached) and /tf_static (never expiring) semantics.
+In: (parent, child, stamp ns, translation xyz, quaternion xyzw) samples. Out: (4, 4) transforms.
+
+`lookup(target, source, stamp)` returns the homogeneous matrix ``T_target<-source`` (it maps
+points expressed in `source` into `target`), composed along the tree through the common ancestor;
+dynamic links are interpolated at the stamp (linear translation, quaternion slerp). Each child has
+one parent (a tree, as in tf2). Thread-safe.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+_LOG = logging.getLogger(__name__)
+
+F64 = npt.NDArray[np.float64]
+
+
+class TransformError(LookupError):
+    """A transform cannot be looked up (base class of the specific errors below)."""
+
+
+class UnknownFrameError(TransformError):
+    """A frame id was never seen in any transform."""
+
+
+class ConnectivityError(TransformError):
+    """Both frames exist but lie in different trees."""
+
+
+class ExtrapolationError(TransformError):
+    """The requested stamp lies outside the cached samples of a dynamic link (beyond tolerance)."""
+
+
+def quaternion_to_matrix(q: Sequence[float] | F64) -> F64:
+    """(4,) quaternion x, y, z, w (any norm > 0) -> (3, 3) rotation matrix."""
+    x, y, z, w = (float(v) for v in q)
+    n = x * x + y * y + z * z + w * w
+    if not n > 1e-12 or not math.isfinite(n):
+        raise ValueError(f"quaternion {tuple(q)} has no valid norm")
+    s = 2.0 / n
+    return np.array(
+        [
+            [1 - s * (y * y + z * z), s * (x * y - z * w), s * (x * z + y * w)],
+            [s * (x * y + z * w), 1 - s * (x * x + z * z), s * (y * z - x * w)],
+            [s * (x * z - y * w), s * (y * z + x * w), 1 - s * (x * x + y * y)],
+        ]
+    )
+
+
+def transform_matrix(translation: Sequence[float] | F64, rotation: Sequence[float] | F64) -> F64:
+    """translation (3,) and quaternion xyzw (4,) -> (4, 4) homogeneous matrix parent <- child."""
+    m = np.eye(4)
+    m[:3, :3] = quaternion_to_matrix(rotation)
+    m[:3, 3] = np.asarray(translation, dtype=np.float64)
+    return m
+
+
+def invert_transform(m: F64) -> F64:
+    """(4, 4) rigid transform -> its inverse (R^T, -R^T t)."""
+    inv = np.eye(4)
+    rt = m[:3, :3].T
+    inv[:3, :3] = rt
+    inv[:3, 3] = -rt @ m[:3, 3]
+    return inv
+
+
+def slerp(q0: F64, q1: F64, alpha: float) -> F64:
+    """Slerp of unit quaternions (4,) xyzw along the shorter arc; alpha in [0, 1] -> (4,)."""
+    q0 = np.asarray(q0, dtype=np.float64)
+    q1 = np.asarray(q1, dtype=np.float64)
+    dot = float(np.dot(q0, q1))
+    if dot < 0.0:  # same rotation, shorter path
+        q1, dot = -q1, -dot
+    if dot > 0.9995:  # nearly parallel: normalised lerp is accurate and stable
+        q = q0 + alpha * (q1 - q0)
+        return np.asarray(q / np.linalg.norm(q), dtype=np.float64)
+    theta = math.acos(min(dot, 1.0))
+    sin_theta = math.sin(theta)
+    w0 = math.sin((1.0 - alpha) * theta) / sin_theta
+    w1 = math.sin(alpha * theta) / sin_theta
+    return np.asarray(w0 * q0 + w1 * q1, dtype=np.float64)
+
+
+def _normalise_frame(frame: str) -> str:
+    return frame[1:] if frame.startswith("/") else frame
+
+
+@dataclass
+class _Link:
+    """Samples of one parent <- child edge; static links hold exactly one sample."""
+
+    parent: str
+    static: bool
+    stamps: list[int] = field(default_factory=list)
+    translations: list[F64] = field(default_factory=list)
+    rotations: list[F64] = field(default_factory=list)
+
+
+class TfBuffer:
+    """Stores parent <- child transforms and answers `lookup` for any two connected frames.
+
+    Dynamic samples older than (newest sample of their link - cache_ns) are ignored, so after
+    time jumps backwards (bag loop, simulator reset) call `clear()`; static links survive it.
+    """
+
+    def __init__(
+        self,
+        cache_ns: int = 10_000_000_000,
+        *,
+        tolerance_ns: int = 0,
+        max_samples_per_link: int = 10_000,
+    ) -> None:
+        """cache_ns: how long dynamic samples are kept behind the newest one of their link;
+        tolerance_ns: how far a lookup may lie outside a link's samples (clamped to the edge);
+        max_samples_per_link: hard memory cap per dynamic link (oldest dropped first).
+        """
+        if cache_ns <= 0 or tolerance_ns < 0 or max_samples_per_link < 2:
+            raise ValueError("need cache_ns > 0, tolerance_ns >= 0, max_samples_per_link >= 2")
+        self._cache = int(cache_ns)
+        self._tol = int(tolerance_ns)
+        self._max = max_samples_per_link
+        self._links: dict[str, _Link] = {}
+        self._lock = threading.RLock()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def set_transform(
+        self,
+        parent: str,
+        child: str,
+        stamp_ns: int,
+        translation: Sequence[float] | F64,
+        rotation: Sequence[float] | F64,
+        *,
+        static: bool = False,
+    ) -> None:
+        """Add one sample parent <- child: translation (3,) m, quaternion (4,) xyzw (any norm)."""
+        parent, child = _normalise_frame(parent), _normalise_frame(child)
+        if not parent or not child or parent == child:
+            raise ValueError(f"invalid frame ids parent={parent!r} child={child!r}")
+        t = np.asarray(translation, dtype=np.float64).reshape(3)
+        q = np.asarray(rotation, dtype=np.float64).reshape(4)
+        norm = float(np.linalg.norm(q))
+        if not np.all(np.isfinite(t)) or not math.isfinite(norm) or norm < 1e-9:
+            raise ValueError(f"non-finite transform {parent} <- {child}: t={t}, q={q}")
+        q = q / norm
+        with self._lock:
+            link = self._links.get(child)
+            if link is not None and (link.parent != parent or link.static != static):
+                _LOG.warning(
+                    "frame %s: parent %s (%s) replaced by %s (%s)",
+                    child,
+                    link.parent,
+                    "static" if link.static else "dynamic",
+                    parent,
+                    "static" if static else "dynamic",
+                )
+                link = None
+            if link is None:
+                link = _Link(parent, static)
+                self._links[child] = link
+            if static:
+                link.stamps, link.translations, link.rotations = [stamp_ns], [t], [q]
+                return
+            self._insert(link, stamp_ns, t, q)
+
+    def _insert(self, link: _Link, stamp_ns: int, t: F64, q: F64) -> None:
+        if link.stamps and stamp_ns < link.stamps[-1] - self._cache:
+            return  # older than the cache window: useless
+        i = bisect.bisect_left(link.stamps, stamp_ns)
+        if i < len(link.stamps) and link.stamps[i] == stamp_ns:
+            link.translations[i], link.rotations[i] = t, q  # same stamp: latest wins
+            return
+        link.stamps.insert(i, stamp_ns)
+        link.translations.insert(i, t)
+        link.rotations.insert(i, q)
+        cut = bisect.bisect_left(link.stamps, link.stamps[-1] - self._cache)
+        cut = max(cut, len(link.stamps) - self._max)
+        if cut > 0:
+            del link.stamps[:cut], link.translations[:cut], link.rotations[:cut]
+
+    def clear(self) -> None:
+        """Drop all dynamic samples (e.g. after time went backwards); static links stay."""
+        with self._lock:
+            self._links = {c: lk for c, lk in self._links.items() if lk.static}
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def frames(self) -> frozenset[str]:
+        """All known frame ids."""
+        with self._lock:
+            return frozenset(self._links) | {lk.parent for lk in self._links.values()}
+
+    def can_transform(self, target_frame: str, source_frame: str, stamp_ns: int) -> bool:
+        """True when `lookup` would succeed."""
+        try:
+            self.lookup(target_frame, source_frame, stamp_ns)
+        except TransformError:
+            return False
+        return True
+
+    def lookup(self, target_frame: str, source_frame: str, stamp_ns: int) -> F64:
+        """(4, 4) float64 T_target<-source at `stamp_ns`; stamp 0 = latest common time.
+
+        Raises UnknownFrameError, ConnectivityError or ExtrapolationError (all TransformError).
+        """
+        target, source = _normalise_frame(target_frame), _normalise_frame(source_frame)
+        with self._lock:
+            known = self.frames()
+            for name in (target, source):
+                if name not in known:
+                    raise UnknownFrameError(
+                        f"frame {name!r} does not exist (lookup {target!r} <- {source!r})"
+                    )
+            if target == source:
+                return np.eye(4)
+            up_s, up_t = self._chain(source), self._chain(target)
+            ancestors_t = {f: i for i, f in enumerate(up_t)}
+            common = next((f for f in up_s if f in ancestors_t), None)
+            if common is None:
+                raise ConnectivityError(
+                    f"frames {target!r} and {source!r} are not connected "
+                    f"(roots {up_t[-1]!r} and {up_s[-1]!r})"
+                )
+            path_s = up_s[: up_s.index(common)]  # children whose link leads up to common
+            path_t = up_t[: ancestors_t[common]]
+            if stamp_ns == 0:
+                stamp_ns = self._latest_common(path_s + path_t)
+            m_common_s = self._compose(path_s, stamp_ns)
+            m_common_t = self._compose(path_t, stamp_ns)
+        return invert_transform(m_common_t) @ m_common_s
+
+    def _chain(self, frame: str) -> list[str]:
+        """[frame, parent, grandparent, ..., root]."""
+        chain = [frame]
+        while chain[-1] in self._links:
+            chain.append(self._links[chain[-1]].parent)
+            if len(chain) > len(self._links) + 1:
+                raise ConnectivityError(f"loop in the transform tree at {frame!r}")
+        return chain
+
+    def _latest_common(self, children: list[str]) -> int:
+        dyn = [self._links[c].stamps[-1] for c in children if not self._links[c].static]
+        return min(dyn) if dyn else 0
+
+    def _compose(self, children: list[str], stamp_ns: int) -> F64:
+        """Product top <- child[0] along a chain of children (child[i+1] is parent of child[i])."""
+        m = np.eye(4)
+        for child in children:
+            m = self._sample(child, stamp_ns) @ m
+        return m
+
+    def _sample(self, child: str, stamp_ns: int) -> F64:
+        link = self._links[child]
+        if link.static:
+            return transform_matrix(link.translations[0], link.rotations[0])
+        st = link.stamps
+        if stamp_ns < st[0] - self._tol or stamp_ns > st[-1] + self._tol:
+            direction = "past" if stamp_ns < st[0] else "future"
+            raise ExtrapolationError(
+                f"lookup of {link.parent!r} <- {child!r} at {stamp_ns} ns would extrapolate "
+                f"into the {direction}: samples cover [{st[0]}, {st[-1]}] ns "
+                f"(tolerance {self._tol} ns)"
+            )
+        i = bisect.bisect_left(st, stamp_ns)
+        if i < len(st) and st[i] == stamp_ns:
+            return transform_matrix(link.translations[i], link.rotations[i])
+        if i == 0 or i == len(st):  # within tolerance outside the range: clamp
+            j = 0 if i == 0 else len(st) - 1
+            return transform_matrix(link.translations[j], link.rotations[j])
+        t0, t1 = st[i - 1], st[i]
+        alpha = (stamp_ns - t0) / (t1 - t0)
+        tr = link.translations[i - 1] + alpha * (link.translations[i] - link.translations[i - 1])
+        return transform_matrix(tr, slerp(link.rotations[i - 1], link.rotations[i], alpha))

@@ -1,0 +1,209 @@
+"""TF buffer: interpolation, chain composition vs direct matrix products, errors, cache bounds.
+In: random transforms (hypothesis). Out: pass/fail.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flashocc_ros.sensing.tf_buffer import (
+    ConnectivityError,
+    ExtrapolationError,
+    TfBuffer,
+    TransformError,
+    UnknownFrameError,
+    invert_transform,
+    quaternion_to_matrix,
+    slerp,
+    transform_matrix,
+)
+
+S = 1_000_000_000
+coord = st.floats(-50.0, 50.0, allow_nan=False)
+translations = st.tuples(coord, coord, coord)
+quats = (
+    st.tuples(*(st.floats(-1.0, 1.0, allow_nan=False) for _ in range(4)))
+    .filter(lambda q: sum(v * v for v in q) > 0.05)
+    .map(lambda q: tuple(np.asarray(q) / np.linalg.norm(q)))
+)
+FAST = settings(max_examples=40, deadline=None)
+
+
+def qmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product of xyzw quaternions."""
+    ax, ay, az, aw = a
+    bx, by, bz, bw = b
+    return np.array(
+        [
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+            aw * bw - ax * bx - ay * by - az * bz,
+        ]
+    )
+
+
+def geodesic(q0: np.ndarray, q1: np.ndarray, alpha: float) -> np.ndarray:
+    """R0 @ exp(alpha * log(R0^T R1)) along the shorter arc, via a well-conditioned atan2."""
+    rel = qmul(q0 * np.array([-1, -1, -1, 1]), q1)
+    if rel[3] < 0:
+        rel = -rel
+    v = rel[:3]
+    s = float(np.linalg.norm(v))
+    angle = 2.0 * math.atan2(s, rel[3])
+    axis = v / s if s > 1e-12 else np.array([1.0, 0.0, 0.0])
+    half = alpha * angle / 2.0
+    step = np.array([*(axis * math.sin(half)), math.cos(half)])
+    return quaternion_to_matrix(qmul(q0, step))
+
+
+@FAST
+@given(t0=translations, t1=translations, q0=quats, q1=quats, alpha=st.floats(0.0, 1.0))
+def test_interpolation_linear_translation_and_slerp(
+    t0: tuple[float, ...],
+    t1: tuple[float, ...],
+    q0: tuple[float, ...],
+    q1: tuple[float, ...],
+    alpha: float,
+) -> None:
+    buf = TfBuffer()
+    buf.set_transform("map", "ego", 10 * S, t0, q0)
+    buf.set_transform("map", "ego", 11 * S, t1, q1)
+    stamp = 10 * S + round(alpha * S)
+    a = stamp / S - 10.0  # the alpha actually used after rounding to ns
+    m = buf.lookup("map", "ego", stamp)
+    np.testing.assert_allclose(m[:3, 3], np.add(t0, a * np.subtract(t1, t0)), atol=1e-6)
+    r = m[:3, :3]
+    np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-9)
+    np.testing.assert_allclose(r, geodesic(np.asarray(q0), np.asarray(q1), a), atol=1e-6)
+
+
+@FAST
+@given(q0=quats, q1=quats)
+def test_slerp_endpoints_and_unit_norm(q0: tuple[float, ...], q1: tuple[float, ...]) -> None:
+    a, b = np.asarray(q0), np.asarray(q1)
+    for alpha in (0.0, 0.3, 1.0):
+        q = slerp(a, b, alpha)
+        assert np.linalg.norm(q) == pytest.approx(1.0, abs=1e-9)
+    # endpoints up to the sign ambiguity of quaternions
+    for alpha, end in ((0.0, a), (1.0, b)):
+        got = quaternion_to_matrix(slerp(a, b, alpha))
+        np.testing.assert_allclose(got, quaternion_to_matrix(end), atol=1e-9)
+    # nearly parallel quaternions take the normalised-lerp branch: still on the geodesic
+    c = a + 1e-3 * np.array([0.3, -0.2, 0.1, 0.0])
+    c /= np.linalg.norm(c)
+    np.testing.assert_allclose(
+        quaternion_to_matrix(slerp(a, c, 0.4)), geodesic(a, c, 0.4), atol=1e-7
+    )
+
+
+Edge = tuple[str, str, tuple[float, ...], tuple[float, ...]]  # parent, child, t, q
+
+
+@st.composite
+def trees(draw: st.DrawFn) -> tuple[list[Edge], list[str]]:
+    """A random tree of 2..7 frames: edges parent <- child and the frame names (root first)."""
+    n = draw(st.integers(2, 7))
+    names = [f"f{i}" for i in range(n)]
+    edges: list[Edge] = []
+    for i in range(1, n):
+        parent = names[draw(st.integers(0, i - 1))]
+        edges.append((parent, names[i], draw(translations), draw(quats)))
+    return edges, names
+
+
+@FAST
+@given(tree=trees(), data=st.data())
+def test_chain_composition_matches_matrix_products(
+    tree: tuple[list[Edge], list[str]], data: st.DataObject
+) -> None:
+    edges, names = tree
+    buf = TfBuffer()
+    world = {names[0]: np.eye(4)}  # root <- frame
+    for k, (parent, child, t, q) in enumerate(edges):
+        static = k % 2 == 0
+        buf.set_transform(parent, child, 5 * S, t, q, static=static)
+        world[child] = world[parent] @ transform_matrix(t, q)
+    target = data.draw(st.sampled_from(names))
+    source = data.draw(st.sampled_from(names))
+    expected = invert_transform(world[target]) @ world[source]
+    np.testing.assert_allclose(buf.lookup(target, source, 5 * S), expected, atol=1e-6)
+    np.testing.assert_allclose(
+        buf.lookup(source, target, 5 * S), np.linalg.inv(expected), atol=1e-6
+    )
+
+
+def test_static_never_expires_dynamic_is_pruned() -> None:
+    buf = TfBuffer(cache_ns=2 * S)
+    buf.set_transform("base_link", "cam", 0, (1, 0, 0), (0, 0, 0, 1), static=True)
+    for k in range(100):
+        buf.set_transform("odom", "base_link", k * S // 10, (k, 0, 0), (0, 0, 0, 1))
+    link = buf._links["base_link"]
+    assert link.stamps[0] >= link.stamps[-1] - 2 * S and len(link.stamps) <= 21
+    m = buf.lookup("odom", "cam", 99 * S // 10)
+    np.testing.assert_allclose(m[:3, 3], (100, 0, 0))
+    with pytest.raises(ExtrapolationError, match="past"):
+        buf.lookup("odom", "cam", 1 * S)
+    buf.clear()
+    assert buf.lookup("base_link", "cam", 123)[0, 3] == 1.0
+    with pytest.raises(UnknownFrameError):
+        buf.lookup("odom", "cam", 99 * S // 10)
+
+
+def test_max_samples_cap() -> None:
+    buf = TfBuffer(cache_ns=1000 * S, max_samples_per_link=5)
+    for k in range(50):
+        buf.set_transform("odom", "base_link", k, (k, 0, 0), (0, 0, 0, 1))
+    assert buf._links["base_link"].stamps == [45, 46, 47, 48, 49]
+
+
+def test_errors_name_frames_and_times() -> None:
+    buf = TfBuffer(tolerance_ns=10)
+    buf.set_transform("odom", "base_link", 100, (0, 0, 0), (0, 0, 0, 1))
+    buf.set_transform("odom", "base_link", 200, (1, 0, 0), (0, 0, 0, 1))
+    buf.set_transform("other_root", "thing", 0, (0, 0, 0), (0, 0, 0, 1), static=True)
+    with pytest.raises(UnknownFrameError, match="'nowhere'"):
+        buf.lookup("odom", "nowhere", 150)
+    with pytest.raises(ConnectivityError, match="not connected"):
+        buf.lookup("thing", "base_link", 150)
+    with pytest.raises(ExtrapolationError, match=r"future.*\[100, 200\]"):
+        buf.lookup("odom", "base_link", 211)
+    with pytest.raises(ExtrapolationError, match="past"):
+        buf.lookup("base_link", "odom", 89)
+    assert isinstance(ExtrapolationError("x"), LookupError)
+    assert issubclass(UnknownFrameError, TransformError)
+    # within tolerance: clamped to the edge sample
+    assert buf.lookup("odom", "base_link", 205)[0, 3] == 1.0
+    assert buf.can_transform("odom", "base_link", 150)
+    assert not buf.can_transform("odom", "base_link", 500)
+
+
+def test_latest_common_time_and_leading_slash() -> None:
+    buf = TfBuffer()
+    buf.set_transform("/map", "odom", 10, (0, 0, 0), (0, 0, 0, 1))
+    buf.set_transform("map", "odom", 20, (2, 0, 0), (0, 0, 0, 1))
+    buf.set_transform("odom", "base_link", 15, (0, 1, 0), (0, 0, 0, 1))
+    np.testing.assert_allclose(buf.lookup("map", "base_link", 0)[:3, 3], (1, 1, 0))
+    assert buf.frames() == {"map", "odom", "base_link"}
+
+
+def test_out_of_order_insert_and_same_stamp_overwrite() -> None:
+    buf = TfBuffer()
+    buf.set_transform("odom", "base_link", 300, (3, 0, 0), (0, 0, 0, 1))
+    buf.set_transform("odom", "base_link", 100, (1, 0, 0), (0, 0, 0, 1))
+    buf.set_transform("odom", "base_link", 200, (5, 0, 0), (0, 0, 0, 1))
+    buf.set_transform("odom", "base_link", 200, (2, 0, 0), (0, 0, 0, 1))
+    assert buf.lookup("odom", "base_link", 250)[0, 3] == pytest.approx(2.5)
+
+
+def test_rejects_bad_input() -> None:
+    buf = TfBuffer()
+    with pytest.raises(ValueError, match="non-finite"):
+        buf.set_transform("a", "b", 0, (0, 0, 0), (0, 0, 0, 0))
+    with pytest.raises(ValueError, match="invalid frame"):
+        buf.set_transform("a", "a", 0, (0, 0, 0), (0, 0, 0, 1))

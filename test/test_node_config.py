@@ -1,0 +1,71 @@
+"""Node parameters: the dataclass, param YAML, JSON schema and README table stay in sync."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from flashocc_ros.config import ConfigError
+from flashocc_ros.node_config import (
+    NodeConfig,
+    default_values,
+    json_schema,
+    markdown_table,
+    node_config_from_mapping,
+    param_yaml,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_generated_files_are_up_to_date() -> None:
+    assert (ROOT / "config/flashocc.param.yaml").read_text() == param_yaml(), (
+        "regenerate with: python -m flashocc_ros.node_config"
+    )
+    schema = json.loads((ROOT / "config/flashocc.schema.json").read_text())
+    assert schema == json_schema()
+
+
+def test_param_yaml_validates_against_the_schema_and_builds_the_defaults() -> None:
+    data = yaml.safe_load(param_yaml())
+    jsonschema.validate(data, json_schema())
+    assert node_config_from_mapping(data["/**"]["ros__parameters"]) == NodeConfig()
+
+
+def test_schema_rejects_unknown_and_out_of_range_values() -> None:
+    params = default_values()
+    bad = {"/**": {"ros__parameters": {**params, "sync_slop_s": -1.0}}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, json_schema())
+    extra = {"/**": {"ros__parameters": {**params, "typo": 1}}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(extra, json_schema())
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        ({"backend": "cuda"}, "backend='cuda': must be one of"),
+        ({"sync_slop_s": 0.0}, "sync_slop_s"),
+        ({"camera_names": "CAM_FRONT"}, "list of strings"),
+        ({"camera_names": ["A", "A"]}, "unique"),
+        ({"compressed_cameras": ["CAM_X"]}, "unknown cameras"),
+        ({"publish_markers": "yes"}, "true or false"),
+        ({"input_queue_depth": 1.5}, "integer"),
+        ({"ego_frame": "/base_link"}, "without '/'"),
+        ({"odom_frame": "base_link"}, "must differ"),
+        ({"no_such_param": 1}, "unknown parameters: no_such_param"),
+    ],
+)
+def test_invalid_values_are_refused_with_a_reason(values: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        node_config_from_mapping(values)
+
+
+def test_readme_parameter_table_is_current() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert markdown_table() in readme, "paste `python -m flashocc_ros.node_config` into README"
