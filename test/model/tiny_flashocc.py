@@ -1,0 +1,51 @@
+"""Small FlashOCC configurations and inputs shared by the model tests (CPU, a few seconds).
+In: nothing. Out: tiny single-frame / stereo-temporal configs, calibrations and images.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from flashocc_ros.config import GridConfig, ModelConfig, model_config
+from flashocc_ros.model.geometry import Calibration
+from flashocc_ros.model.preprocess import rig_calibration
+from flashocc_ros.rig import nuscenes_like_rig
+
+#: 64 x 64 x 16 voxels of 0.4 m: keeps the BEV encoder cheap while the rig still fills it.
+SMALL_GRID = GridConfig(x_min=-12.8, x_max=12.8, y_min=-12.8, y_max=12.8)
+
+TINY = model_config("tiny").replace(grid=SMALL_GRID)
+
+#: M2-like: stage-0 stereo feature, camera-aware DepthNet with cost volume, SID bins, 2 frames.
+TINY_STEREO: ModelConfig = TINY.replace(
+    name="tiny-stereo",
+    backbone_out_indices=(0, 2, 3),
+    depth_sid=True,
+    depth_net="camera_aware",
+    aspp_mid_channels=8,
+    stereo=True,
+    num_adj_frames=1,
+)
+
+
+def rig_calib(cfg: ModelConfig) -> Calibration:
+    """B = 1 calibration of the nuScenes-like rig at the config's input size."""
+    return rig_calibration(nuscenes_like_rig(), cfg.input_size)
+
+
+def images(cfg: ModelConfig, seed: int = 0, batch: int = 1) -> Tensor:
+    """(B, N, 3, H, W) random normalised images."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, cfg.num_cameras, 3, *cfg.input_size, generator=gen)
+
+
+def randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
+    """Non-trivial BatchNorm statistics so eval-mode tests exercise them."""
+    gen = torch.Generator().manual_seed(seed)
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+            assert mod.running_mean is not None and mod.running_var is not None
+            n = mod.running_mean.shape[0]
+            mod.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
+            mod.running_var.copy_(0.5 + torch.rand(n, generator=gen))
