@@ -1,0 +1,1 @@
+"""Occupancy evaluation (Occ3D mIoU) and pictures."""

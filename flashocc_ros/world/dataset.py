@@ -1,0 +1,215 @@
+"""nuScenes-like dataset folder of the synthetic world: writer and reader (no ROS needed).
+In: rendered frames + keyframe labels (writer) or a folder path (reader).
+Out: the folder of docs/dataset_format.md, or `Sample`s with images, calibration and labels.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from flashocc_ros.config import GridConfig
+from flashocc_ros.rig import CameraRig, rig_from_dict
+from flashocc_ros.world.ground_truth import OccupancyLabels
+
+FORMAT_VERSION = 1
+INDEX_FILE = "world.json"
+
+
+class DatasetError(ValueError):
+    """The dataset folder is missing, incomplete or of an unknown format."""
+
+
+@dataclass(frozen=True, eq=False)
+class CameraFrame:
+    """One camera image of a frame."""
+
+    camera: str
+    stamp_ns: int  # the camera's own trigger stamp
+    path: Path  # image file
+    ego_pose: np.ndarray  # (4, 4) odom <- base_link at `stamp_ns`
+
+
+@dataclass(frozen=True, eq=False)
+class FrameRecord:
+    """One 12 Hz camera frame of a scene; keyframes (2 Hz) carry a token and labels."""
+
+    scene: str
+    frame: int
+    token: str | None  # keyframe token, None for sweeps
+    cams: tuple[CameraFrame, ...]  # rig order
+
+    @property
+    def is_keyframe(self) -> bool:
+        return self.token is not None
+
+    @property
+    def stamp_ns(self) -> int:
+        """Keyframe / key-ego stamp = camera 0 stamp."""
+        return self.cams[0].stamp_ns
+
+
+@dataclass(frozen=True, eq=False)
+class Sample:
+    """Everything a model needs for one keyframe. N cameras, images (N, H, W, 3) BGR."""
+
+    token: str
+    scene: str
+    stamp_ns: int
+    images: np.ndarray  # (N, H, W, 3) uint8 BGR
+    intrinsics: np.ndarray  # (N, 3, 3) at the stored image size
+    sensor_to_ego: np.ndarray  # (N, 4, 4) base_link <- optical (static extrinsics)
+    ego_poses: np.ndarray  # (N, 4, 4) odom <- base_link at each camera's stamp
+    sensor_to_keyego: np.ndarray  # (N, 4, 4) inv(E_0) · E_n · S_n (spec §2.1)
+    labels: OccupancyLabels | None
+
+
+class DatasetWriter:
+    """Writes scenes frame by frame; `close()` writes the index."""
+
+    def __init__(
+        self, root: str | Path, rig: CameraRig, grid: GridConfig, image_format: str = "jpg"
+    ) -> None:
+        if image_format not in ("jpg", "png"):
+            raise ValueError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
+        self.root = Path(root)
+        if (self.root / INDEX_FILE).exists():
+            raise DatasetError(f"{self.root} already holds a dataset; choose a new folder")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.rig, self.grid, self.ext = rig, grid, image_format
+        self._scenes: list[dict[str, Any]] = []
+
+    def begin_scene(self, name: str, seed: int) -> None:
+        self._scenes.append({"name": name, "seed": seed, "frames": []})
+
+    def add_frame(
+        self,
+        frame: int,
+        token: str | None,
+        stamps_ns: list[int],
+        ego_poses: np.ndarray,
+        images: list[np.ndarray],
+    ) -> None:
+        """Images (N of (H, W, 3) BGR) of one frame of the current scene, poses (N, 4, 4)."""
+        scene = self._scenes[-1]
+        sub = "samples" if token is not None else "sweeps"
+        cams = []
+        for cam, stamp, pose, img in zip(
+            self.rig.names, stamps_ns, ego_poses, images, strict=True
+        ):
+            rel = Path(sub) / cam / f"{scene['name']}__{cam}__{stamp}.{self.ext}"
+            (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(self.root / rel), img):
+                raise DatasetError(f"cannot write {self.root / rel}")
+            cams.append(
+                {
+                    "camera": cam,
+                    "stamp_ns": stamp,
+                    "file": rel.as_posix(),
+                    "ego_pose": np.asarray(pose).tolist(),
+                }
+            )
+        scene["frames"].append({"frame": frame, "token": token, "cams": cams})
+
+    def add_labels(self, token: str, labels: OccupancyLabels) -> None:
+        path = self.root / "gts" / self._scenes[-1]["name"] / token / "labels.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        labels.save(path)
+
+    def close(self) -> None:
+        g = self.grid
+        index = {
+            "format": "flashocc_ros synthetic world",
+            "version": FORMAT_VERSION,
+            "grid": {
+                "x_min": g.x_min,
+                "x_max": g.x_max,
+                "y_min": g.y_min,
+                "y_max": g.y_max,
+                "z_min": g.z_min,
+                "z_max": g.z_max,
+                "voxel_size": g.voxel_size,
+            },
+            "rig": self.rig.to_dict(),
+            "scenes": self._scenes,
+        }
+        (self.root / INDEX_FILE).write_text(json.dumps(index, indent=1))
+
+
+class WorldDataset:
+    """Reads a dataset folder. Keyframes are indexed 0 … len-1 in scene order."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        index_path = self.root / INDEX_FILE
+        try:
+            index = json.loads(index_path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise DatasetError(
+                f"{self.root} is not a world dataset (cannot read {INDEX_FILE})"
+            ) from err
+        if index.get("version") != FORMAT_VERSION:
+            raise DatasetError(f"{index_path}: unsupported version {index.get('version')}")
+        self.grid = GridConfig(**index["grid"])
+        self.rig: CameraRig = rig_from_dict(index["rig"])
+        self.frames: list[FrameRecord] = []
+        for sc in index["scenes"]:
+            for fr in sc["frames"]:
+                cams = tuple(
+                    CameraFrame(
+                        c["camera"],
+                        int(c["stamp_ns"]),
+                        self.root / c["file"],
+                        np.array(c["ego_pose"], dtype=np.float64),
+                    )
+                    for c in fr["cams"]
+                )
+                self.frames.append(FrameRecord(sc["name"], int(fr["frame"]), fr["token"], cams))
+        self.keyframes = [f for f in self.frames if f.is_keyframe]
+        self.scenes = [sc["name"] for sc in index["scenes"]]
+
+    def __len__(self) -> int:
+        return len(self.keyframes)
+
+    def labels_path(self, record: FrameRecord) -> Path:
+        if record.token is None:
+            raise DatasetError(f"frame {record.frame} of {record.scene} is not a keyframe")
+        return self.root / "gts" / record.scene / record.token / "labels.npz"
+
+    def labels(self, record: FrameRecord) -> OccupancyLabels:
+        return OccupancyLabels.load(self.labels_path(record))
+
+    def images(self, record: FrameRecord) -> np.ndarray:
+        """(N, H, W, 3) uint8 BGR images of a frame."""
+        imgs = []
+        for c in record.cams:
+            img = cv2.imread(str(c.path), cv2.IMREAD_COLOR)
+            if img is None:
+                raise DatasetError(f"cannot read image {c.path}")
+            imgs.append(img)
+        return np.stack(imgs)
+
+    def sample(self, i: int) -> Sample:
+        """Keyframe `i` with images, calibration, per-camera ego poses and labels."""
+        rec = self.keyframes[i]
+        s2e = self.rig.camera_to_base()
+        poses = np.stack([c.ego_pose for c in rec.cams])
+        key_inv = np.linalg.inv(poses[0])
+        s2k = np.einsum("ij,njk,nkl->nil", key_inv, poses, s2e)
+        assert rec.token is not None
+        return Sample(
+            rec.token,
+            rec.scene,
+            rec.stamp_ns,
+            self.images(rec),
+            self.rig.intrinsics(),
+            s2e,
+            poses,
+            s2k,
+            self.labels(rec),
+        )

@@ -1,0 +1,126 @@
+"""One CLI command writes 2 scenes x 20 keyframes to a bag + folder; read back independently."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from mcap.reader import make_reader
+from mcap_ros2.decoder import DecoderFactory
+
+from flashocc_ros.config import NUSCENES_CAMERAS, GridConfig
+from flashocc_ros.rig import nuscenes_like_rig
+from flashocc_ros.tools.world import main
+from flashocc_ros.world.dataset import WorldDataset
+from flashocc_ros.world.ground_truth import GroundTruthMaker
+from flashocc_ros.world.render import Renderer
+from flashocc_ros.world.scene import generate_scene
+
+W, H = 160, 90
+ARGS = ["--scenes", "2", "--keyframes", "20", "--seed", "3", "--width", str(W), "--height",
+        str(H), "--keyframes-only", "--mask-width", "48"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("world")
+    bag, data = root / "bag", root / "data"
+    assert main(["generate", "--bag", str(bag), "--out", str(data), *ARGS]) == 0
+    return bag, data
+
+
+def _read_mcap(bag: Path) -> tuple[dict[str, list[Any]], dict[str, dict[str, str]]]:
+    files = list(bag.glob("*.mcap"))
+    assert len(files) == 1
+    msgs: dict[str, list[Any]] = defaultdict(list)
+    meta: dict[str, dict[str, str]] = {}
+    with files[0].open("rb") as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        for _, channel, message, ros_msg in reader.iter_decoded_messages(log_time_order=True):
+            msgs[channel.topic].append((message.log_time, ros_msg))
+            meta[channel.topic] = dict(channel.metadata)
+    return msgs, meta
+
+
+def test_bag_reads_back_with_mcap(generated: tuple[Path, Path]) -> None:
+    bag, _ = generated
+    msgs, meta = _read_mcap(bag)
+    cams = [c.lower() for c in NUSCENES_CAMERAS]
+    for c in cams:
+        assert len(msgs[f"/{c}/image_raw"]) == 40
+        assert len(msgs[f"/{c}/camera_info"]) == 40
+    gts = msgs["/ground_truth/occupancy"]
+    assert len(gts) == 40
+    # /tf_static: latched (transient local) and one transform per camera.
+    ((_, static),) = msgs["/tf_static"]
+    assert {t.child_frame_id for t in static.transforms} == {f"{c}_optical" for c in cams}
+    qos = yaml.safe_load(meta["/tf_static"]["offered_qos_profiles"])
+    assert qos[0]["durability"] in ("transient_local", 1)  # latched on replay
+    # /tf at >= 50 Hz over each scene.
+    tf_t = np.array([t for t, _ in msgs["/tf"]]) * 1e-9
+    gaps = np.diff(tf_t)
+    assert np.median(gaps) <= 0.0201
+    assert all(m.transforms[0].header.frame_id == "odom" for _, m in msgs["/tf"][:5])
+    # Keyframe stamp = CAM_FRONT_LEFT stamp; cameras fire in rig order, staggered.
+    stamp = [[_ns(m.header.stamp) for _, m in msgs[f"/{c}/image_raw"]] for c in cams]
+    st = np.array(stamp)  # (N, frames)
+    assert (np.diff(st, axis=0) > 0).all() and (st[-1] - st[0]).max() < 60_000_000
+    assert [_ns(m.header.stamp) for _, m in gts] == list(st[0])
+    img = msgs["/cam_front/image_raw"][0][1]
+    assert (img.width, img.height, img.encoding, img.step) == (W, H, "bgr8", 3 * W)
+    assert img.header.frame_id == "cam_front_optical"
+    info = msgs["/cam_front/camera_info"][0][1]
+    assert info.distortion_model == "plumb_bob" and list(info.d) == [0.0] * 5
+    rig = nuscenes_like_rig(W, H)
+    assert np.allclose(np.array(info.k).reshape(3, 3), rig.cameras[1].intrinsics)
+    # Pixels and labels equal a fresh render of scene 0, keyframe 0.
+    scene = generate_scene(3000, 20)
+    ren = Renderer(scene, rig).render(1, float(scene.timing.camera_times(0)[1]))
+    pix = np.frombuffer(bytes(img.data), np.uint8).reshape(H, W, 3)
+    assert np.array_equal(pix[::17, ::23], ren.image[::17, ::23])
+    occ = gts[0][1]
+    assert occ.header.frame_id == "base_link" and occ.model_name == "ground_truth"
+    assert (occ.size_x, occ.size_y, occ.size_z) == (200, 200, 16)
+    assert (occ.origin.position.x, occ.origin.position.z, occ.voxel_size.x) == (-40, -1, 0.4)
+    want = GroundTruthMaker(scene, rig, GridConfig(), mask_width=48).make(0.0)
+    got = np.frombuffer(bytes(occ.labels), np.uint8).reshape(200, 200, 16)
+    assert np.array_equal(got, want.semantics)
+
+
+def _ns(stamp: Any) -> int:
+    return int(stamp.sec) * 10**9 + int(stamp.nanosec)
+
+
+def test_dataset_folder_and_evaluate(
+    generated: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bag, data = generated
+    ds = WorldDataset(data)
+    assert len(ds) == 40 and ds.scenes == ["scene-003000", "scene-003001"]
+    s = ds.sample(21)
+    assert s.images.shape == (6, H, W, 3) and s.labels is not None
+    assert np.allclose(s.sensor_to_keyego[0], s.sensor_to_ego[0])
+    # Ground truth as prediction: 100 % from folder predictions and from the bag topic.
+    pred = tmp_path / "pred"
+    for rec in ds.keyframes[:5]:
+        (pred / rec.scene / str(rec.token)).mkdir(parents=True)
+        np.savez(pred / rec.scene / str(rec.token) / "pred.npz",
+                 semantics=ds.labels(rec).semantics)  # fmt: skip
+    assert main(["evaluate", "--gt", str(data), "--pred", str(pred)]) == 0
+    assert "100.00" in capsys.readouterr().out.splitlines()[-2]
+    assert main(["evaluate", "--gt", str(bag), "--pred", str(bag),
+                 "--pred-topic", "/ground_truth/occupancy"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "frames: 40" in out and "100.00" in out
+
+
+def test_user_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "--scenes", "1"]) == 2
+    assert main(["evaluate", "--gt", str(tmp_path / "nope"), "--pred", str(tmp_path)]) == 2
+    assert main(["generate", "--out", str(tmp_path / "x"), "--keyframes", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
