@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--image-format", choices=("jpg", "png"), default="jpg",
                    help="dataset image files")  # fmt: skip
     g.add_argument("--mask-width", type=int, default=200, help="camera-mask ray grid width")
+    g.add_argument("--depth", action="store_true",
+                   help="also store depth maps (16-bit PNG, cm)")  # fmt: skip
 
     e = sub.add_parser("evaluate", help="Occ3D mIoU of predictions against ground truth")
     e.add_argument("--gt", type=Path, required=True, help="dataset folder or bag")
@@ -74,6 +76,7 @@ def _generate(a: argparse.Namespace) -> None:
         cfg = GenerateConfig(
             num_scenes=a.scenes, num_keyframes=a.keyframes, seed=a.seed, width=a.width,
             height=a.height, keyframes_only=a.keyframes_only, mask_width=a.mask_width,
+            save_depth=a.depth,
         )  # fmt: skip
     except ValueError as err:
         raise UsageError(str(err)) from err

@@ -33,6 +33,7 @@ class CameraFrame:
     stamp_ns: int  # the camera's own trigger stamp
     path: Path  # image file
     ego_pose: np.ndarray  # (4, 4) odom <- base_link at `stamp_ns`
+    depth_path: Path | None = None  # 16-bit PNG, camera-z centimetres, 0 = no surface
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,11 +95,16 @@ class DatasetWriter:
         stamps_ns: list[int],
         ego_poses: np.ndarray,
         images: list[np.ndarray],
+        depths: list[np.ndarray] | None = None,
     ) -> None:
-        """Images (N of (H, W, 3) BGR) of one frame of the current scene, poses (N, 4, 4)."""
+        """Images (N of (H, W, 3) BGR) of one frame of the current scene, poses (N, 4, 4).
+
+        Optional `depths` (N of (H, W) float32 camera-z metres, inf = sky) are stored as 16-bit
+        PNG in centimetres (0 = no surface) for depth supervision.
+        """
         scene = self._scenes[-1]
         sub = "samples" if token is not None else "sweeps"
-        cams = []
+        cams: list[dict[str, Any]] = []
         for cam, stamp, pose, img in zip(
             self.rig.names, stamps_ns, ego_poses, images, strict=True
         ):
@@ -106,14 +112,21 @@ class DatasetWriter:
             (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
             if not cv2.imwrite(str(self.root / rel), img):
                 raise DatasetError(f"cannot write {self.root / rel}")
-            cams.append(
-                {
-                    "camera": cam,
-                    "stamp_ns": stamp,
-                    "file": rel.as_posix(),
-                    "ego_pose": np.asarray(pose).tolist(),
-                }
-            )
+            entry = {
+                "camera": cam,
+                "stamp_ns": stamp,
+                "file": rel.as_posix(),
+                "ego_pose": np.asarray(pose).tolist(),
+            }
+            if depths is not None:
+                drel = Path("depth") / cam / f"{scene['name']}__{cam}__{stamp}.png"
+                (self.root / drel).parent.mkdir(parents=True, exist_ok=True)
+                d = depths[len(cams)]
+                cm = np.where(np.isfinite(d), np.clip(np.round(d * 100.0), 0, 65535), 0)
+                if not cv2.imwrite(str(self.root / drel), cm.astype(np.uint16)):
+                    raise DatasetError(f"cannot write {self.root / drel}")
+                entry["depth_file"] = drel.as_posix()
+            cams.append(entry)
         scene["frames"].append({"frame": frame, "token": token, "cams": cams})
 
     def add_labels(self, token: str, labels: OccupancyLabels) -> None:
@@ -166,6 +179,7 @@ class WorldDataset:
                         int(c["stamp_ns"]),
                         self.root / c["file"],
                         np.array(c["ego_pose"], dtype=np.float64),
+                        self.root / c["depth_file"] if "depth_file" in c else None,
                     )
                     for c in fr["cams"]
                 )
@@ -193,6 +207,18 @@ class WorldDataset:
                 raise DatasetError(f"cannot read image {c.path}")
             imgs.append(img)
         return np.stack(imgs)
+
+    def depths(self, record: FrameRecord) -> np.ndarray | None:
+        """(N, H, W) float32 camera-z depth in metres (0 = no surface), or None if not stored."""
+        if any(c.depth_path is None for c in record.cams):
+            return None
+        out = []
+        for c in record.cams:
+            d = cv2.imread(str(c.depth_path), cv2.IMREAD_UNCHANGED)
+            if d is None:
+                raise DatasetError(f"cannot read depth {c.depth_path}")
+            out.append(d.astype(np.float32) / 100.0)
+        return np.stack(out)
 
     def sample(self, i: int) -> Sample:
         """Keyframe `i` with images, calibration, per-camera ego poses and labels."""

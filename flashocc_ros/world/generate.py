@@ -35,6 +35,7 @@ class GenerateConfig:
     scene_gap_s: float = 5.0  # s between the end of one scene and the start of the next
     tf_hz: float = 50.0  # Hz, odom -> base_link rate in bags
     mask_width: int = 200  # px, width of the subsampled ray grid for mask_camera
+    save_depth: bool = False  # also store per-pixel depth maps in the dataset folder
 
     def __post_init__(self) -> None:
         for name in ("num_scenes", "num_keyframes", "width", "height", "mask_width"):
@@ -112,7 +113,14 @@ def _write_scene(
         labels = gt.make(float(times[0])) if key else None
         if dataset is not None:
             poses = scene.trajectory.poses(times)
-            dataset.add_frame(frame, token, stamps, poses, [im.image for im in images])
+            dataset.add_frame(
+                frame,
+                token,
+                stamps,
+                poses,
+                [im.image for im in images],
+                [im.depth for im in images] if cfg.save_depth else None,
+            )
             if token is not None and labels is not None:
                 dataset.add_labels(token, labels)
         if bag is not None:
