@@ -1,0 +1,124 @@
+"""Turns a synchronised bundle of raw camera frames + TF into pipeline inputs (ROS-free).
+In: per camera (stamp, RawImage) + CameraInfo values + a TfBuffer. Out: list[CameraInput].
+
+Shared by the node and the offline replay tool so both feed the pipeline identically.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from flashocc_ros.runtime.pipeline import CameraInput, PipelineError
+from flashocc_ros.sensing.image_decode import ImageDecodeError, decode_compressed, decode_image
+from flashocc_ros.sensing.tf_buffer import TfBuffer, TransformError
+
+
+@dataclass(frozen=True)
+class RawImage:
+    """An undecoded image as it arrived: raw (`encoding` set) or compressed (`format` set)."""
+
+    frame_id: str
+    data: bytes
+    encoding: str = ""
+    width: int = 0
+    height: int = 0
+    step: int = 0
+    is_bigendian: bool = False
+    format: str = ""  # CompressedImage.format ("jpeg", "png", "bgr8; jpeg compressed bgr8")
+
+    @property
+    def compressed(self) -> bool:
+        return bool(self.format)
+
+
+@dataclass(frozen=True)
+class CameraIntrinsics:
+    """The part of a CameraInfo the pipeline uses."""
+
+    width: int  # px, image size the intrinsics belong to
+    height: int  # px
+    k: tuple[float, ...]  # row-major 3x3 K
+    frame_id: str
+
+    def matrix(self) -> np.ndarray:
+        return np.asarray(self.k, dtype=np.float64).reshape(3, 3)
+
+
+class BundleAssembler:
+    """Decodes images, checks them against CameraInfo and looks up TF at each camera's stamp."""
+
+    def __init__(
+        self,
+        camera_names: Sequence[str],
+        tf: TfBuffer,
+        *,
+        ego_frame: str = "base_link",
+        odom_frame: str = "odom",
+        max_pixels: int = 16_000_000,
+    ) -> None:
+        self.camera_names = tuple(camera_names)
+        self.tf = tf
+        self.ego_frame = ego_frame
+        self.odom_frame = odom_frame
+        self.max_pixels = max_pixels
+        self._infos: dict[str, CameraIntrinsics] = {}
+        self._lock = threading.Lock()
+
+    def set_camera_info(self, camera: str, info: CameraIntrinsics) -> None:
+        """Store the latest intrinsics of `camera` (refused when K is not usable)."""
+        k = info.matrix()
+        if not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0:
+            raise PipelineError(f"camera {camera}: CameraInfo K has zero/NaN focal lengths")
+        if info.width <= 0 or info.height <= 0:
+            raise PipelineError(f"camera {camera}: CameraInfo has no image size")
+        with self._lock:
+            self._infos[camera] = info
+
+    def decode(self, camera: str, image: RawImage) -> np.ndarray:
+        """(H, W, 3) uint8 BGR; ImageDecodeError names the camera and the problem."""
+        try:
+            if image.compressed:
+                return decode_compressed(image.format, image.data, max_pixels=self.max_pixels)
+            return decode_image(
+                image.encoding,
+                image.width,
+                image.height,
+                image.step,
+                image.data,
+                is_bigendian=image.is_bigendian,
+                max_pixels=self.max_pixels,
+            )
+        except ImageDecodeError as err:
+            raise ImageDecodeError(f"camera {camera}: {err}") from err
+
+    def assemble(self, frames: Sequence[tuple[str, int, RawImage]]) -> list[CameraInput]:
+        """(camera, stamp_ns, image) per camera, any order -> CameraInputs in model order."""
+        by_name = {name: (stamp, img) for name, stamp, img in frames}
+        missing = [n for n in self.camera_names if n not in by_name]
+        if missing:
+            raise PipelineError(f"bundle lacks cameras {missing}")
+        out = []
+        for name in self.camera_names:
+            stamp, raw = by_name[name]
+            with self._lock:
+                info = self._infos.get(name)
+            if info is None:
+                raise PipelineError(f"camera {name}: no CameraInfo received yet")
+            image = self.decode(name, raw)
+            if (info.width, info.height) != (image.shape[1], image.shape[0]):
+                raise PipelineError(
+                    f"camera {name}: image {image.shape[1]}x{image.shape[0]} does not match its "
+                    f"CameraInfo {info.width}x{info.height}"
+                )
+            frame = raw.frame_id or info.frame_id
+            try:
+                extrinsic = self.tf.lookup(self.ego_frame, frame, stamp)
+                pose = self.tf.lookup(self.odom_frame, self.ego_frame, stamp)
+            except TransformError as err:
+                raise TransformError(f"camera {name}: {err}") from err
+            out.append(CameraInput(name, image, info.matrix(), extrinsic, pose, stamp))
+        return out
