@@ -200,6 +200,11 @@ def node_config_from_mapping(values: Mapping[str, Any]) -> NodeConfig:
     return NodeConfig(**kwargs)
 
 
+def parameter_docs() -> dict[str, str]:
+    """Parameter name -> one-line description (ROS parameter descriptors, docs)."""
+    return {f.name: str(f.metadata["doc"]) for f in dataclasses.fields(NodeConfig)}
+
+
 def default_values() -> dict[str, Any]:
     """Parameter name -> default (lists as lists), in declaration order."""
     out: dict[str, Any] = {}

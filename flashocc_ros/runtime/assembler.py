@@ -66,7 +66,7 @@ class BundleAssembler:
         self.odom_frame = odom_frame
         self.max_pixels = max_pixels
         self._infos: dict[str, CameraIntrinsics] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
 
     def set_camera_info(self, camera: str, info: CameraIntrinsics) -> None:
         """Store the latest intrinsics of `camera` (refused when K is not usable)."""
@@ -77,6 +77,18 @@ class BundleAssembler:
             raise PipelineError(f"camera {camera}: CameraInfo has no image size")
         with self._lock:
             self._infos[camera] = info
+            self._lock.notify_all()
+
+    def wait_for_camera_info(self, timeout_s: float) -> bool:
+        """Block until every camera has CameraInfo (True) or `timeout_s` passes (False).
+
+        Drivers publish CameraInfo right after the image, so the very first bundle can be
+        complete before its last CameraInfo arrives; the node waits this long for it.
+        """
+        with self._lock:
+            return self._lock.wait_for(
+                lambda: all(n in self._infos for n in self.camera_names), timeout_s
+            )
 
     def decode(self, camera: str, image: RawImage) -> np.ndarray:
         """(H, W, 3) uint8 BGR; ImageDecodeError names the camera and the problem."""

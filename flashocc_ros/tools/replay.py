@@ -24,7 +24,7 @@ from flashocc_ros.node_config import NodeConfig, node_config_from_mapping
 from flashocc_ros.runtime.assembler import BundleAssembler, CameraIntrinsics, RawImage
 from flashocc_ros.runtime.pipeline import OccupancyPipeline, OccupancyResult, PipelineError
 from flashocc_ros.sensing.image_decode import ImageDecodeError
-from flashocc_ros.sensing.sync import BundleSynchronizer
+from flashocc_ros.sensing.sync import Bundle, BundleSynchronizer
 from flashocc_ros.sensing.tf_buffer import TfBuffer, TransformError
 
 LOG = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class OfflineReplay:
         with Reader(bag) as reader:
             routes = _camera_by_topic(reader, self.params.camera_names)
             wanted = [c for c in reader.connections if c.topic in routes or "tf" in c.topic]
+            pending: Bundle[RawImage] | None = None
             for conn, _, data in reader.messages(connections=wanted):
                 msg: Any = store.deserialize_cdr(data, conn.msgtype)
                 if conn.topic in ("/tf", "/tf_static"):
@@ -102,21 +103,27 @@ class OfflineReplay:
                     )
                     self.assembler.set_camera_info(cam, info)
                     continue
-                bundle = self.sync.add(cam, _stamp(msg.header), _raw(msg, kind))
-                if bundle is None:
-                    continue
-                try:
-                    cameras = self.assembler.assemble(
-                        [(f.camera, f.stamp_ns, f.payload) for f in bundle.frames]
-                    )
-                    result = self.pipeline.process(cameras)
-                except (PipelineError, ImageDecodeError, TransformError) as err:
-                    key = type(err).__name__
-                    self.stats.failures[key] = self.stats.failures.get(key, 0) + 1
-                    LOG.warning("bundle %d dropped: %s", bundle.stamp_ns, err)
-                    continue
-                self.stats.bundles += 1
-                yield result
+                # A completed bundle runs when the next image arrives, so CameraInfo messages
+                # logged right after their image are in (the node's worker lags the same way).
+                if pending is not None:
+                    yield from self._process(pending)
+                pending = self.sync.add(cam, _stamp(msg.header), _raw(msg, kind))
+            if pending is not None:
+                yield from self._process(pending)
+
+    def _process(self, bundle: Bundle[RawImage]) -> Iterator[OccupancyResult]:
+        try:
+            cameras = self.assembler.assemble(
+                [(f.camera, f.stamp_ns, f.payload) for f in bundle.frames]
+            )
+            result = self.pipeline.process(cameras)
+        except (PipelineError, ImageDecodeError, TransformError) as err:
+            key = type(err).__name__
+            self.stats.failures[key] = self.stats.failures.get(key, 0) + 1
+            LOG.warning("bundle %d dropped: %s", bundle.stamp_ns, err)
+            return
+        self.stats.bundles += 1
+        yield result
 
 
 def _raw(msg: Any, kind: str) -> RawImage:

@@ -114,7 +114,7 @@ def _render(a: argparse.Namespace) -> None:
         raise UsageError(f"--index {a.index} out of range: the dataset has {len(ds)} keyframes")
     sample = ds.sample(a.index)
     assert sample.labels is not None
-    sem, mask = sample.labels.semantics, sample.labels.mask_camera
+    sem = sample.labels.semantics
     pred = None
     if a.pred is not None:
         try:
@@ -124,12 +124,22 @@ def _render(a: argparse.Namespace) -> None:
             raise UsageError(f"cannot read 'semantics' from {a.pred}: {err}") from err
         if pred.shape != sem.shape:
             raise UsageError(f"prediction shape {pred.shape} != ground truth {sem.shape}")
-    a.out.mkdir(parents=True, exist_ok=True)
-    steps = ["bev", "voxels", "cameras"]
-    for step in tqdm(steps, desc="render", unit="picture"):
-        grids = [("ground truth", sem)] + ([("prediction", pred)] if pred is not None else [])
+    render_pictures(ds, a.index, pred, a.out)
+
+
+def render_pictures(
+    ds: WorldDataset, index: int, pred: np.ndarray | None, out: Path
+) -> list[Path]:
+    """BEV map, 3D voxel view and camera overlays of keyframe `index` (GT vs prediction)."""
+    sample = ds.sample(index)
+    assert sample.labels is not None
+    sem, mask = sample.labels.semantics, sample.labels.mask_camera
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for step in tqdm(["bev", "voxels", "cameras"], desc="render", unit="picture"):
+        grids = [sem] + ([pred] if pred is not None else [])
         pics = []
-        for _, g in grids:
+        for g in grids:
             if step == "bev":
                 pics.append(vis.bev_image(g, mask=mask))
             elif step == "voxels":
@@ -146,9 +156,11 @@ def _render(a: argparse.Namespace) -> None:
             if len(pics) == 1
             else vis.side_by_side(pics[0], pics[1], ("ground truth", "prediction"))
         )
-        path = a.out / f"{sample.token}_{step}.png"
+        path = out / f"{sample.token}_{step}.png"
         cv2.imwrite(str(path), pic)
         log.info("wrote %s", path)
+        written.append(path)
+    return written
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,403 @@
+"""The flashocc ROS 2 node: six camera streams + TF in, occupancy grids and RViz output out.
+In: sensor_msgs/Image|CompressedImage + CameraInfo per camera, /tf, /tf_static. Out: ~/output/*.
+
+Concurrency model
+-----------------
+* The executor (one thread, `rclpy.spin`) runs only cheap callbacks: image/camera-info callbacks
+  store the message and feed the bundle synchroniser; /tf callbacks fill the TF buffer. Nothing
+  decodes or infers in a callback.
+* A complete bundle goes into a drop-oldest queue of one (`LatestQueue`): when inference is
+  slower than the cameras, older bundles are dropped (counted as `superseded`), never queued.
+* One worker thread takes the newest bundle, decodes the images, looks up TF at each camera's
+  stamp, runs the pipeline (preprocess -> network -> labels) and publishes. Publishers are
+  thread-safe in rclpy; shared state (TF buffer, synchroniser, counters) is guarded by locks.
+* Diagnostics are published from a timer on the executor thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import TransformStamped
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+)
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
+
+from flashocc_ros.classes import CLASS_NAMES, FREE_LABEL, PALETTE_RGB
+from flashocc_ros.config import ConfigError
+from flashocc_ros.node_config import (
+    NodeConfig,
+    default_values,
+    input_topics,
+    node_config_from_mapping,
+    parameter_docs,
+)
+from flashocc_ros.ros import fast_msgs
+from flashocc_ros.ros.tf_msgs import TFMessage
+from flashocc_ros.runtime.assembler import BundleAssembler, CameraIntrinsics, RawImage
+from flashocc_ros.runtime.factory import create_pipeline
+from flashocc_ros.runtime.pipeline import OccupancyResult, PipelineError
+from flashocc_ros.sensing.image_decode import ImageDecodeError
+from flashocc_ros.sensing.sync import Bundle, BundleSynchronizer, LatestQueue, QueueClosed
+from flashocc_ros.sensing.tf_buffer import TfBuffer, TransformError
+from flashocc_ros.sensing.voxels import bev_image, occupancy_voxels
+
+LOG = logging.getLogger(__name__)
+_RUNTIME_PARAMS = {"publish_confidence", "marker_max_voxels"}
+
+
+class FlashOccNode(Node):
+    """FlashOCC occupancy node; see the module docstring for the concurrency model."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("flashocc", **kwargs)
+        defaults = default_values()
+        docs = parameter_docs()
+        for name, value in defaults.items():
+            desc = ParameterDescriptor(description=docs[name])
+            if isinstance(value, list):
+                desc.type = ParameterType.PARAMETER_STRING_ARRAY
+            self.declare_parameter(name, value, desc)
+        raw = {n: self.get_parameter(n).value for n in defaults}
+        self.params: NodeConfig = node_config_from_mapping(raw)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.pipeline = create_pipeline(self.params)
+        self.grid = self.pipeline.cfg.grid
+        self._lock = threading.Lock()
+        self.counters: Counter[str] = Counter()
+        self.faults: dict[str, str] = {}
+        self.latency_ms: dict[str, float] = {}
+        self.tf = TfBuffer(tolerance_ns=int(self.params.tf_tolerance_s * 1e9))
+        self.sync: BundleSynchronizer[RawImage] = BundleSynchronizer(
+            self.params.camera_names,
+            slop_ns=int(self.params.sync_slop_s * 1e9),
+            on_reset=self._on_time_reset,
+        )
+        self.queue: LatestQueue[Bundle[RawImage]] = LatestQueue()
+        self.assembler = BundleAssembler(
+            self.params.camera_names,
+            self.tf,
+            ego_frame=self.params.ego_frame,
+            odom_frame=self.params.odom_frame,
+            max_pixels=self.params.max_image_pixels,
+        )
+        self._create_io()
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._run_worker, name="flashocc-worker")
+        self._worker.start()
+        self.create_timer(self.params.diagnostics_period_s, self._publish_diagnostics)
+        self.get_logger().info(
+            f"flashocc ready: model {self.pipeline.cfg.name}, backend "
+            f"{self.pipeline.backend.name}, cameras {', '.join(self.params.camera_names)}"
+        )
+
+    # ------------------------------------------------------------------ setup
+    def _create_io(self) -> None:
+        p = self.params
+        reliability = (
+            ReliabilityPolicy.BEST_EFFORT
+            if p.input_reliability == "best_effort"
+            else ReliabilityPolicy.RELIABLE
+        )
+        sensor_qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=p.input_queue_depth, reliability=reliability
+        )
+        info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5)
+        for name in p.camera_names:
+            image_topic, info_topic = input_topics(name)
+            image_type = CompressedImage if name in p.compressed_cameras else Image
+            self.create_subscription(
+                image_type, image_topic, lambda m, n=name: self._on_image(n, m), sensor_qos
+            )
+            self.create_subscription(
+                CameraInfo, info_topic, lambda m, n=name: self._on_camera_info(n, m), info_qos
+            )
+        self.create_subscription(
+            TFMessage, "/tf", lambda m: self._on_tf(m, False), QoSProfile(depth=100)
+        )
+        static_qos = QoSProfile(
+            depth=100,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+            reliability=ReliabilityPolicy.RELIABLE,
+        )
+        self.create_subscription(
+            TFMessage, "/tf_static", lambda m: self._on_tf(m, True), static_qos
+        )
+        out_qos = QoSProfile(depth=2)
+        self.pub_occ = (
+            self.create_publisher(self._occupancy_type(), "~/output/occupancy", out_qos)
+            if p.publish_occupancy
+            else None
+        )
+        self.pub_markers = (
+            self.create_publisher(MarkerArray, "~/output/markers", out_qos)
+            if p.publish_markers
+            else None
+        )
+        self.pub_points = (
+            self.create_publisher(PointCloud2, "~/output/points", out_qos)
+            if p.publish_points
+            else None
+        )
+        self.pub_bev = (
+            self.create_publisher(Image, "~/output/bev_image", out_qos)
+            if p.publish_bev_image
+            else None
+        )
+        self.pub_latency = self.create_publisher(DiagnosticStatus, "~/debug/latency_ms", out_qos)
+        self.pub_diag = self.create_publisher(
+            DiagnosticArray, "/diagnostics", QoSProfile(depth=10)
+        )
+
+    @staticmethod
+    def _occupancy_type() -> type:
+        from flashocc_ros.msg import Occupancy  # generated by colcon
+
+        return Occupancy  # type: ignore[no-any-return]
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        changes = {p.name: p.value for p in params}
+        fixed = sorted(set(changes) - _RUNTIME_PARAMS)
+        if fixed:
+            return SetParametersResult(
+                successful=False,
+                reason=f"{', '.join(fixed)} can only be set at start (restart the node)",
+            )
+        try:
+            new = node_config_from_mapping(
+                {**{k: v for k, v in vars_of(self.params).items()}, **changes}
+            )
+        except ConfigError as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        self.params = new
+        self.pipeline.confidence = new.publish_confidence
+        return SetParametersResult(successful=True)
+
+    # -------------------------------------------------------------- callbacks
+    def _count(self, key: str, fault: str | None = None) -> None:
+        with self._lock:
+            self.counters[key] += 1
+            if fault is not None:
+                self.faults[key] = fault
+
+    def _on_image(self, name: str, msg: Image | CompressedImage) -> None:
+        stamp = rclpy.time.Time.from_msg(msg.header.stamp).nanoseconds
+        self._count(f"images_in.{name}")
+        bundle = self.sync.add(name, stamp, raw_image(msg))
+        if bundle is not None:
+            self.queue.put(bundle)
+
+    def _on_time_reset(self, stamp_ns: int) -> None:
+        """Time went backwards (bag loop): forget dynamic TF and the pipeline's history."""
+        self.tf.clear()
+        self.pipeline.reset()
+        self._count("time_resets", f"time went backwards to {stamp_ns} ns: state reset")
+        self.get_logger().warning("camera time went backwards: TF and history reset")
+
+    def _on_camera_info(self, name: str, msg: CameraInfo) -> None:
+        info = CameraIntrinsics(msg.width, msg.height, tuple(msg.k), msg.header.frame_id)
+        try:
+            self.assembler.set_camera_info(name, info)
+        except PipelineError as err:
+            self._count(f"camera_info_rejected.{name}", str(err))
+
+    def _on_tf(self, msg: Any, static: bool) -> None:
+        for t in msg.transforms:
+            self._add_transform(t, static)
+
+    def _add_transform(self, t: TransformStamped, static: bool) -> None:
+        tr, q = t.transform.translation, t.transform.rotation
+        try:
+            self.tf.set_transform(
+                t.header.frame_id,
+                t.child_frame_id,
+                rclpy.time.Time.from_msg(t.header.stamp).nanoseconds,
+                (tr.x, tr.y, tr.z),
+                (q.x, q.y, q.z, q.w),
+                static=static,
+            )
+        except (ValueError, TransformError) as err:
+            self._count("tf_rejected", str(err))
+
+    # ----------------------------------------------------------------- worker
+    def _run_worker(self) -> None:
+        while not self._stop.is_set():
+            try:
+                bundle = self.queue.get(timeout=0.1)
+            except QueueClosed:
+                return
+            if bundle is None:
+                continue
+            try:
+                self._process(bundle)
+            except (PipelineError, ImageDecodeError, TransformError, ConfigError) as err:
+                self._count("bundles_failed", str(err))
+                self.get_logger().warning(f"bundle dropped: {err}", throttle_duration_sec=5.0)
+            except Exception as err:  # keep the node alive on anything unexpected
+                self._count("bundles_failed", f"{type(err).__name__}: {err}")
+                self.get_logger().error(
+                    f"bundle failed unexpectedly: {type(err).__name__}: {err}",
+                    throttle_duration_sec=5.0,
+                )
+
+    def _process(self, bundle: Bundle[RawImage]) -> None:
+        t0 = time.perf_counter()
+        self.assembler.wait_for_camera_info(timeout_s=0.5)
+        cameras = self.assembler.assemble(
+            [(f.camera, f.stamp_ns, f.payload) for f in bundle.frames]
+        )
+        t1 = time.perf_counter()
+        result = self.pipeline.process(cameras)
+        t2 = time.perf_counter()
+        header = Header(frame_id=self.params.ego_frame)
+        header.stamp = rclpy.time.Time(nanoseconds=result.stamp_ns).to_msg()
+        self._publish(header, result)
+        t3 = time.perf_counter()
+        timings = {"decode_tf": (t1 - t0) * 1e3, **result.timings_ms}
+        timings["publish"] = (t3 - t2) * 1e3
+        timings["total"] = (t3 - t0) * 1e3
+        with self._lock:
+            self.latency_ms = timings
+            self.counters["bundles_processed"] += 1
+        self.pub_latency.publish(
+            DiagnosticStatus(
+                name=f"flashocc latency ms, bundle {result.stamp_ns}",
+                values=[KeyValue(key=k, value=f"{v:.3f}") for k, v in timings.items()],
+            )
+        )
+
+    def _publish(self, header: Header, result: OccupancyResult) -> None:
+        labels = result.labels
+        if self.pub_occ is not None and self.pub_occ.get_subscription_count() > 0:
+            self.pub_occ.publish(self._occupancy_msg(header, result))
+        need_voxels = any(
+            p is not None and p.get_subscription_count() > 0
+            for p in (self.pub_markers, self.pub_points)
+        )
+        if need_voxels:
+            xyz, lab = occupancy_voxels(labels, self.grid, FREE_LABEL)
+            if self.pub_markers is not None and self.pub_markers.get_subscription_count() > 0:
+                cap = self.params.marker_max_voxels
+                self.pub_markers.publish(
+                    fast_msgs.voxel_markers_bytes(
+                        header, xyz, lab, self.grid.voxel_size, max_voxels=cap or None
+                    )
+                )
+            if self.pub_points is not None and self.pub_points.get_subscription_count() > 0:
+                self.pub_points.publish(
+                    fast_msgs.pointcloud2_from_voxels(header, xyz, lab, PALETTE_RGB[lab])
+                )
+        if self.pub_bev is not None and self.pub_bev.get_subscription_count() > 0:
+            img = bev_image(labels)  # (X, Y, 3) rgb8, top-left = front-left corner
+            msg = Image(
+                header=header,
+                height=img.shape[0],
+                width=img.shape[1],
+                encoding="rgb8",
+                step=img.shape[1] * 3,
+            )
+            msg.data = img.tobytes()
+            self.pub_bev.publish(msg)
+
+    def _occupancy_msg(self, header: Header, result: OccupancyResult) -> Any:
+        occ = self._occupancy_type()()
+        g = self.grid
+        occ.header = header
+        occ.model_name = self.pipeline.cfg.name
+        occ.origin.position.x, occ.origin.position.y = g.x_min, g.y_min
+        occ.origin.position.z = g.z_min
+        occ.origin.orientation.w = 1.0
+        occ.voxel_size.x = occ.voxel_size.y = occ.voxel_size.z = g.voxel_size
+        occ.size_x, occ.size_y, occ.size_z = g.shape
+        occ.layout = occ.LAYOUT_XYZ_Z_FASTEST
+        occ.labels = result.labels.tobytes()
+        occ.class_names = list(CLASS_NAMES)
+        occ.free_label = FREE_LABEL
+        if result.confidence is not None:
+            occ.confidence = result.confidence.tobytes()
+        return occ
+
+    # ------------------------------------------------------------ diagnostics
+    def _publish_diagnostics(self) -> None:
+        with self._lock:
+            counters = dict(self.counters)
+            faults = dict(self.faults)
+            latency = dict(self.latency_ms)
+        sync_stats = self.sync.stats()
+        values = {f"count.{k}": str(v) for k, v in sorted(counters.items())}
+        values.update({f"drop.{k.name.lower()}": str(v) for k, v in sync_stats.drops.items()})
+        values["queue.superseded"] = str(self.queue.dropped)
+        values.update({f"latency_ms.{k}": f"{v:.1f}" for k, v in latency.items()})
+        values["backend"] = self.pipeline.backend.name
+        values.update({f"fault.{k}": v for k, v in faults.items()})
+        level = DiagnosticStatus.WARN if faults else DiagnosticStatus.OK
+        status = DiagnosticStatus(
+            level=level,
+            name="flashocc: occupancy",
+            hardware_id=self.pipeline.backend.name,
+            message="; ".join(sorted(set(faults.values())))[:200] if faults else "ok",
+            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        )
+        arr = DiagnosticArray(status=[status])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diag.publish(arr)
+
+    def destroy_node(self) -> None:
+        self._stop.set()
+        self.queue.close()
+        self._worker.join(timeout=5.0)
+        super().destroy_node()
+
+
+def raw_image(msg: Image | CompressedImage) -> RawImage:
+    """ROS image message -> RawImage (one copy of the pixel bytes)."""
+    if isinstance(msg, CompressedImage):
+        return RawImage(msg.header.frame_id, bytes(msg.data), format=msg.format)
+    return RawImage(
+        msg.header.frame_id,
+        bytes(msg.data),
+        encoding=msg.encoding,
+        width=msg.width,
+        height=msg.height,
+        step=msg.step,
+        is_bigendian=bool(msg.is_bigendian),
+    )
+
+
+def vars_of(cfg: NodeConfig) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of `ros2 run flashocc_ros flashocc_node`."""
+    logging.basicConfig(level=logging.INFO)
+    rclpy.init(args=args)
+    try:
+        node = FlashOccNode()
+    except (ConfigError, OSError) as err:
+        logging.getLogger("flashocc").error("cannot start: %s", err)
+        rclpy.try_shutdown()
+        return 2
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

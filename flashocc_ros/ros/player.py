@@ -1,0 +1,191 @@
+"""Bag replay without `ros2 bag`: publishes a rosbag2 (mcap or sqlite3) into the live graph.
+In: a bag path (read with `rosbags`). Out: the bag's messages on their topics, original timing.
+
+Messages are published as the serialised bytes stored in the bag (no decode/encode), with the
+recorded time spacing scaled by `rate`, optionally looped, optionally driving `/clock` for
+nodes with `use_sim_time`. Topics recorded as transient-local (e.g. `/tf_static`) are
+re-published latched. On a vehicle, `ros2 bag play` does the same job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import rclpy
+from rclpy.node import Node
+from rclpy.publisher import Publisher
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rosbags.interfaces import ConnectionExtRosbag2, QosDurability
+from rosbags.rosbag2 import Reader
+
+LOG = logging.getLogger(__name__)
+
+
+def message_class(msgtype: str) -> type:
+    """'sensor_msgs/msg/Image' -> the generated rclpy class; ImportError names the package."""
+    pkg, kind, name = msgtype.split("/")
+    module = importlib.import_module(f"{pkg}.{kind}")
+    cls: type = getattr(module, name)
+    return cls
+
+
+def _is_latched(conn: Any) -> bool:
+    ext = conn.ext
+    if not isinstance(ext, ConnectionExtRosbag2):
+        return False
+    return any(q.durability == QosDurability.TRANSIENT_LOCAL for q in ext.offered_qos_profiles)
+
+
+@dataclass
+class PlayStats:
+    published: dict[str, int] = field(default_factory=dict)  # topic -> messages sent
+    skipped_topics: dict[str, str] = field(default_factory=dict)  # topic -> reason
+    loops: int = 0
+
+
+class BagPlayer:
+    """Publishes one bag through `node`. `play()` blocks until done or `stop()` is called."""
+
+    def __init__(
+        self,
+        node: Node,
+        bag: Path,
+        *,
+        rate: float = 1.0,
+        loop: bool = False,
+        clock: bool = False,
+        topics: list[str] | None = None,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be > 0, got {rate}")
+        if not Path(bag).exists():
+            raise FileNotFoundError(f"bag not found: {bag}")
+        self.node = node
+        self.bag = Path(bag)
+        self.rate = rate
+        self.loop = loop
+        self.topics = set(topics) if topics else None
+        self.stats = PlayStats()
+        self._stop = threading.Event()
+        self._clock_pub: Publisher | None = None
+        if clock:
+            from rosgraph_msgs.msg import Clock
+
+            self._clock_pub = node.create_publisher(Clock, "/clock", 10)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wait_for_subscribers(self, topics: list[str], timeout_s: float) -> bool:
+        """Block until every topic in `topics` has a subscriber (True) or the timeout (False)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not self._stop.is_set():
+            if all(self.node.count_subscribers(t) > 0 for t in topics):
+                return True
+            time.sleep(0.1)
+        return False
+
+    def play(self) -> PlayStats:
+        with Reader(self.bag) as reader:
+            wanted = self.topics
+            conns = [c for c in reader.connections if wanted is None or c.topic in wanted]
+            pubs: dict[int, Publisher] = {}
+            for conn in conns:
+                try:
+                    cls = message_class(conn.msgtype)
+                except (ImportError, AttributeError, ValueError) as err:
+                    self.stats.skipped_topics[conn.topic] = f"type {conn.msgtype}: {err}"
+                    LOG.warning("skipping %s: cannot import %s", conn.topic, conn.msgtype)
+                    continue
+                if _is_latched(conn):
+                    qos = QoSProfile(
+                        depth=max(10, conn.msgcount),
+                        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                        reliability=ReliabilityPolicy.RELIABLE,
+                    )
+                else:
+                    qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+                pubs[conn.id] = self.node.create_publisher(cls, conn.topic, qos)
+            while not self._stop.is_set():
+                self._play_once(reader, [c for c in conns if c.id in pubs], pubs)
+                self.stats.loops += 1
+                if not self.loop:
+                    break
+        return self.stats
+
+    def _play_once(self, reader: Reader, conns: list[Any], pubs: dict[int, Publisher]) -> None:
+        start_wall = time.monotonic()
+        start_bag: int | None = None
+        for conn, stamp, data in reader.messages(connections=conns):
+            if self._stop.is_set():
+                return
+            if start_bag is None:
+                start_bag = stamp
+            due = start_wall + (stamp - start_bag) / 1e9 / self.rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+            if self._clock_pub is not None:
+                from rosgraph_msgs.msg import Clock
+
+                msg = Clock()
+                msg.clock.sec, msg.clock.nanosec = divmod(stamp, 1_000_000_000)
+                self._clock_pub.publish(msg)
+            pubs[conn.id].publish(bytes(data))
+            self.stats.published[conn.topic] = self.stats.published.get(conn.topic, 0) + 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`ros2 run flashocc_ros flashocc_play BAG [--rate R] [--loop] [--clock]`."""
+    parser = argparse.ArgumentParser(prog="flashocc_play", description=__doc__)
+    parser.add_argument("bag", type=Path, help="rosbag2 folder or .mcap/.db3 file")
+    parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
+    parser.add_argument("--loop", action="store_true", help="play again and again")
+    parser.add_argument("--clock", action="store_true", help="publish /clock from bag time")
+    parser.add_argument("--topics", nargs="*", help="only these topics")
+    parser.add_argument(
+        "--wait-for",
+        nargs="*",
+        default=[],
+        help="topics that must have a subscriber before playing starts",
+    )
+    parser.add_argument("--wait-timeout", type=float, default=60.0, help="seconds, for --wait-for")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    rclpy.init()
+    node = Node("flashocc_player")
+    try:
+        player = BagPlayer(
+            node, args.bag, rate=args.rate, loop=args.loop, clock=args.clock, topics=args.topics
+        )
+        if args.wait_for and not player.wait_for_subscribers(args.wait_for, args.wait_timeout):
+            LOG.error(
+                "flashocc_play: no subscriber on %s after %.0f s", args.wait_for, args.wait_timeout
+            )
+            return 3
+        stats = player.play()
+    except (FileNotFoundError, ValueError) as err:
+        LOG.error("flashocc_play: %s", err)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    total = sum(stats.published.values())
+    LOG.info("published %d messages on %d topics", total, len(stats.published))
+    for topic, reason in stats.skipped_topics.items():
+        LOG.info("skipped %s (%s)", topic, reason)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
