@@ -239,6 +239,16 @@ PRESETS: dict[str, ModelConfig] = {
         head_channels=16,
     ),
 }
+# Tiny M2-like model for tests: stereo feature, camera-aware DepthNet, SID bins, 2 frames.
+PRESETS["tiny-stereo"] = PRESETS["tiny"].replace(
+    name="tiny-stereo",
+    backbone_out_indices=(0, 2, 3),
+    depth_sid=True,
+    depth_net="camera_aware",
+    aspp_mid_channels=8,
+    stereo=True,
+    num_adj_frames=1,
+)
 
 
 def model_config(name: str) -> ModelConfig:

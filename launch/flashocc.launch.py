@@ -11,17 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from flashocc_ros.config import NUSCENES_CAMERAS
+from flashocc_ros.node_config import input_topics
+
 PACKAGE = "flashocc_ros"
 EXECUTABLE = "flashocc_node"
 NODE_NAME = "flashocc"
-CAMERAS = (
-    "CAM_FRONT_LEFT",
-    "CAM_FRONT",
-    "CAM_FRONT_RIGHT",
-    "CAM_BACK_LEFT",
-    "CAM_BACK",
-    "CAM_BACK_RIGHT",
-)
+CAMERAS = NUSCENES_CAMERAS
 #: Launch argument -> (default, description). Parameter overrides are applied after params_file.
 ARGUMENTS: dict[str, tuple[str, str]] = {
     "params_file": ("", "Parameter YAML (default: share/flashocc_ros/config/flashocc.param.yaml)"),
@@ -41,12 +37,9 @@ def camera_remappings() -> dict[str, tuple[str, str, str]]:
     out: dict[str, tuple[str, str, str]] = {}
     for cam in CAMERAS:
         low = cam.lower()
-        out[f"{low}_image"] = (f"~/input/{low}/image", f"/{low}/image_raw", f"{cam} image")
-        out[f"{low}_camera_info"] = (
-            f"~/input/{low}/camera_info",
-            f"/{low}/camera_info",
-            f"{cam} CameraInfo",
-        )
+        image, info = input_topics(cam)
+        out[f"{low}_image"] = (image, f"/{low}/image_raw", f"{cam} image")
+        out[f"{low}_camera_info"] = (info, f"/{low}/camera_info", f"{cam} CameraInfo")
     return out
 
 

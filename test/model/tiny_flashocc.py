@@ -18,15 +18,7 @@ SMALL_GRID = GridConfig(x_min=-12.8, x_max=12.8, y_min=-12.8, y_max=12.8)
 TINY = model_config("tiny").replace(grid=SMALL_GRID)
 
 #: M2-like: stage-0 stereo feature, camera-aware DepthNet with cost volume, SID bins, 2 frames.
-TINY_STEREO: ModelConfig = TINY.replace(
-    name="tiny-stereo",
-    backbone_out_indices=(0, 2, 3),
-    depth_sid=True,
-    depth_net="camera_aware",
-    aspp_mid_channels=8,
-    stereo=True,
-    num_adj_frames=1,
-)
+TINY_STEREO: ModelConfig = model_config("tiny-stereo").replace(grid=SMALL_GRID)
 
 
 def rig_calib(cfg: ModelConfig) -> Calibration:

@@ -93,15 +93,7 @@ def test_pipeline_refuses_wrong_cameras_and_bad_intrinsics() -> None:
 
 
 def test_temporal_pipeline_keeps_history_and_resets_on_gaps() -> None:
-    cfg = SMALL.replace(
-        name="tiny-stereo",
-        backbone_out_indices=(0, 2, 3),
-        depth_sid=True,
-        depth_net="camera_aware",
-        aspp_mid_channels=8,
-        stereo=True,
-        num_adj_frames=1,
-    )
+    cfg = model_config("tiny-stereo").replace(grid=SMALL.grid)
     torch.manual_seed(0)
     backend = TorchBackend(build_model(cfg), cfg)
     pipe = OccupancyPipeline(cfg, backend, max_gap_ns=1_000_000_000)
