@@ -74,6 +74,20 @@ class ViewTransformer(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """(B, N, C, fH, fW) -> depth probs (B, N, D, fH, fW), context (B, N, Cctx, fH, fW).
 
+        The softmax over D runs in float32, also under autocast.
+        """
+        logits, context = self.depth_logits_context(feat, calib, mlp_extrinsic, cost)
+        return logits.float().softmax(dim=2), context
+
+    def depth_logits_context(
+        self,
+        feat: Tensor,
+        calib: Calibration,
+        mlp_extrinsic: Tensor | None = None,
+        cost: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """(B, N, C, fH, fW) -> depth logits (B, N, D, fH, fW), context (B, N, Cctx, fH, fW).
+
         Camera-aware nets build their 27-dim input from `calib` with `mlp_extrinsic`
         (B, N, 4, 4; default calib.camera_to_ego) — the 4D models always pass the key frame's.
         """
@@ -88,10 +102,10 @@ class ViewTransformer(nn.Module):
         else:
             x = self.depth_net(x)  # (B·N, D + Cctx, fH, fW)
         d = self.depth_bins
-        depth = x[:, :d].softmax(dim=1).view(b, n, d, h, w)  # (B, N, D, fH, fW)
+        logits = x[:, :d].reshape(b, n, d, h, w)  # (B, N, D, fH, fW), softmax in depth_context
         context = x[:, d : d + self.context_channels]
         context = context.reshape(b, n, self.context_channels, h, w)  # (B, N, Cctx, fH, fW)
-        return depth, context
+        return logits, context
 
     def splat(self, depth: Tensor, context: Tensor, indices: PoolingIndices) -> Tensor:
         """Sum-pool depth ⊗ context into BEV: (B, N, D, fH, fW), (B, N, Cctx, fH, fW) ->

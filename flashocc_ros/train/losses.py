@@ -1,0 +1,105 @@
+"""Training losses: the official masked occupancy cross-entropy and BEVDepth-style depth BCE.
+In: logits (B, X, Y, Z, cls) + labels/mask, depth logits (B, N, D, fH, fW) + depth maps.
+Out: scalar losses (float32).
+
+Occupancy (FLASHOCC_SPEC.md §1.1): per-voxel cross-entropy (ignore label 255) weighted by
+`mask_camera` and averaged over the mask sum. Depth: per feature cell (stride `downsample`) the
+minimum valid depth of its pixels, one-hot at the nearest bin (out of range = no target), binary
+cross-entropy on the softmaxed depth summed over D, averaged over cells with a target.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from flashocc_ros.classes import IGNORE_LABEL
+
+#: Depth target value of a cell without a valid target.
+NO_DEPTH = -1
+
+
+def occupancy_loss(logits: Tensor, semantics: Tensor, mask: Tensor) -> Tensor:
+    """Masked CE: logits (B, X, Y, Z, C), semantics (B, X, Y, Z) int, mask (B, X, Y, Z) 0/1.
+
+    sum(CE · mask) / max(sum(mask), 1), computed in float32; voxels labelled 255 add 0.
+    """
+    if logits.dim() != 5 or tuple(logits.shape[:4]) != tuple(semantics.shape):
+        raise ValueError(
+            f"logits (B, X, Y, Z, C) {tuple(logits.shape)} do not match semantics (B, X, Y, Z) "
+            f"{tuple(semantics.shape)}"
+        )
+    if mask.shape != semantics.shape:
+        raise ValueError(f"mask {tuple(mask.shape)} != semantics {tuple(semantics.shape)}")
+    c = logits.shape[-1]
+    ce = F.cross_entropy(
+        logits.float().reshape(-1, c),
+        semantics.reshape(-1).long(),
+        ignore_index=IGNORE_LABEL,
+        reduction="none",
+    )  # (B·X·Y·Z,)
+    weight = mask.reshape(-1).float()
+    return (ce * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def depth_targets(depth: Tensor, bins: Tensor, downsample: int) -> Tensor:
+    """(B, N, H, W) metres (0 = none) -> (B, N, H/ds, W/ds) int64 bin index, NO_DEPTH = none.
+
+    A cell's depth is the minimum positive depth of its ds×ds pixels; its bin is the nearest of
+    `bins` (D,); depths beyond half a bin spacing outside [bins[0], bins[-1]] have no target.
+    """
+    if depth.dim() != 4:
+        raise ValueError(f"depth must be (B, N, H, W), got {tuple(depth.shape)}")
+    b, n, h, w = depth.shape
+    if h % downsample or w % downsample:
+        raise ValueError(f"H, W: depth map {h}x{w} is not divisible by {downsample}")
+    fh, fw = h // downsample, w // downsample
+    d = depth.float().masked_fill(depth <= 0, float("inf"))
+    d = d.view(b, n, fh, downsample, fw, downsample).amin(dim=(3, 5))  # (B, N, fH, fW)
+    bins = bins.to(d)
+    idx = (d.unsqueeze(-1) - bins).abs().argmin(dim=-1)  # (B, N, fH, fW)
+    if bins.numel() > 1:
+        lo = bins[0] - (bins[1] - bins[0]) / 2
+        hi = bins[-1] + (bins[-1] - bins[-2]) / 2
+    else:
+        lo, hi = bins[0] * 0, bins[0] * 2
+    valid = torch.isfinite(d) & (d >= lo) & (d <= hi)
+    return torch.where(valid, idx, torch.full_like(idx, NO_DEPTH))
+
+
+def depth_loss(depth_logits: Tensor, target: Tensor) -> Tensor:
+    """BCE of softmax(depth logits) (B, N, D, fH, fW) against one-hot targets (B, N, fH, fW).
+
+    Same value as `binary_cross_entropy(softmax(logits), one_hot)` summed over D and cells with
+    a target, divided by their count; computed from logits in float32 so that a saturated
+    softmax (p = 0 or 1 in float) gives neither -inf terms nor exploding gradients:
+    log p_d = log_softmax_d, log(1 - p_d) = logsumexp_{k != d} z_k - logsumexp_k z_k. No -100
+    clamp as in torch's BCE: the terms stay finite and their gradients (bounded by 1 per logit)
+    keep pulling a saturated softmax back.
+    """
+    if depth_logits.dim() != 5 or target.shape != depth_logits.shape[:2] + depth_logits.shape[3:]:
+        raise ValueError(
+            f"depth logits (B, N, D, fH, fW) {tuple(depth_logits.shape)} do not match target "
+            f"(B, N, fH, fW) {tuple(target.shape)}"
+        )
+    d = depth_logits.shape[2]
+    z = depth_logits.permute(0, 1, 3, 4, 2).reshape(-1, d)  # (B·N·fH·fW, D)
+    tgt = target.reshape(-1)
+    valid = tgt != NO_DEPTH
+    count = valid.sum()
+    if int(count) == 0 or d < 2:
+        return depth_logits.sum() * 0.0
+    with torch.autocast(depth_logits.device.type, enabled=False):
+        zv = z[valid].float()  # (V, D)
+        lse = torch.logsumexp(zv, dim=1, keepdim=True)  # (V, 1)
+        log_p = zv - lse  # (V, D)
+        eye = torch.eye(d, dtype=torch.bool, device=zv.device)
+        others = zv.unsqueeze(1).masked_fill(eye, float("-inf"))  # (V, D, D): row d without z_d
+        log_not_p = torch.logsumexp(others, dim=2) - lse  # (V, D) = log(1 - p_d)
+        onehot = F.one_hot(tgt[valid], d).bool()
+        bce = -torch.where(onehot, log_p, log_not_p).sum()
+    return bce / count.float()
+
+
+__all__ = ["NO_DEPTH", "depth_loss", "depth_targets", "occupancy_loss"]

@@ -1,0 +1,111 @@
+"""Losses: masked occupancy CE against a direct per-voxel sum; depth targets in the right cells.
+In: synthetic logits/labels and depth maps. Out: assertions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from flashocc_ros.config import model_config
+from flashocc_ros.model.geometry import depth_values
+from flashocc_ros.model.preprocess import ImageAug, sample_train_aug
+from flashocc_ros.train.data import warp_depth
+from flashocc_ros.train.losses import NO_DEPTH, depth_loss, depth_targets, occupancy_loss
+
+
+def test_masked_ce_equals_direct_per_voxel_sum() -> None:
+    gen = torch.Generator().manual_seed(0)
+    b, x, y, z, c = 2, 4, 3, 2, 18
+    logits = torch.randn(b, x, y, z, c, generator=gen)
+    sem = torch.randint(0, c, (b, x, y, z), generator=gen)
+    sem[0, 0, 0, 0] = 255  # ignored voxel inside the mask
+    mask = (torch.rand(b, x, y, z, generator=gen) > 0.4).float()
+    mask[0, 0, 0, 0] = 1.0
+    total, count = 0.0, 0.0
+    for idx in np.ndindex(b, x, y, z):
+        m = float(mask[idx])
+        count += m
+        label = int(sem[idx])
+        if m and label != 255:
+            row = logits[idx].double()
+            total += -(row[label] - torch.logsumexp(row, 0)).item()
+    expected = total / count
+    assert math.isclose(float(occupancy_loss(logits, sem, mask)), expected, rel_tol=1e-5)
+
+
+def test_masked_ce_empty_mask_is_zero() -> None:
+    logits = torch.randn(1, 2, 2, 2, 18)
+    sem = torch.zeros(1, 2, 2, 2, dtype=torch.long)
+    assert float(occupancy_loss(logits, sem, torch.zeros(1, 2, 2, 2))) == 0.0
+
+
+def test_depth_targets_min_depth_nearest_bin_and_invalid_cells() -> None:
+    bins = torch.arange(1.0, 45.0, 1.0)  # demo bins: 1 .. 44 m
+    depth = torch.zeros(1, 1, 32, 48)  # 2 x 3 cells of 16 px
+    depth[0, 0, 0:16, 0:16] = 20.0
+    depth[0, 0, 5, 7] = 10.3  # the minimum of cell (0, 0) -> bin 10.0 (index 9)
+    depth[0, 0, 0:16, 16:32] = 44.4  # nearest bin 44 (last), within half a bin
+    depth[0, 0, 0:16, 32:48] = 60.0  # beyond the bins: no target
+    depth[0, 0, 16:32, 0:16] = 0.4  # below bins[0] - 0.5: no target
+    depth[0, 0, 16:32, 16:32] = 1.4  # nearest bin 1 (index 0)
+    # cell (1, 2) stays 0: no surface, no target
+    t = depth_targets(depth, bins, 16)
+    assert t.shape == (1, 1, 2, 3)
+    assert t[0, 0].tolist() == [[9, 43, NO_DEPTH], [NO_DEPTH, 0, NO_DEPTH]]
+
+
+def test_depth_loss_is_bce_of_the_softmax_over_valid_cells() -> None:
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 2, 5, 2, 3, generator=gen)  # (B, N, D, fH, fW)
+    target = torch.randint(0, 5, (1, 2, 2, 3), generator=gen)
+    target[0, 1, 0, 0] = NO_DEPTH
+    probs = logits.softmax(dim=2).permute(0, 1, 3, 4, 2)  # (B, N, fH, fW, D)
+    valid = target != NO_DEPTH
+    onehot = torch.nn.functional.one_hot(target[valid], 5).float()
+    expected = (
+        torch.nn.functional.binary_cross_entropy(probs[valid], onehot, reduction="sum")
+        / valid.sum()
+    )
+    assert math.isclose(float(depth_loss(logits, target)), float(expected), rel_tol=1e-5)
+    assert float(depth_loss(logits, torch.full_like(target, NO_DEPTH))) == 0.0
+
+
+def test_depth_loss_stays_finite_on_a_saturated_softmax() -> None:
+    """Softmax = one-hot on the wrong bin in float32 (bf16 even sooner): loss and grads finite."""
+    logits = torch.zeros(1, 1, 8, 1, 1)
+    logits[0, 0, 7] = 200.0  # p_7 == 1.0 exactly in float32
+    logits.requires_grad_(True)
+    target = torch.tensor([[[[2]]]])
+    loss = depth_loss(logits, target)
+    loss.backward()  # type: ignore[no-untyped-call]
+    value = loss.item()
+    assert math.isfinite(value) and value > 300  # -log p_2 - log(1 - p_7), about 2 · 200
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+    assert float(logits.grad.abs().max()) < 10.0  # bounded: no 1e12 from 1 / (p (1 - p))
+    assert float(logits.grad[0, 0, 7]) > 0.5  # and not zero: it pulls the wrong bin down
+
+
+def test_warped_depth_targets_follow_the_image_augmentation() -> None:
+    """A surface patch in the source image lands in the cell where the network sees it."""
+    cfg = model_config("demo")  # input 128 x 352, downsample 16, bins 1..44
+    src_h, src_w = 396, 704
+    depth = np.zeros((src_h, src_w), np.float32)
+    u0, v0 = 420, 300  # source pixel at the patch centre
+    depth[v0 - 20 : v0 + 20, u0 - 20 : u0 + 20] = 17.0
+    rng = np.random.default_rng(3)
+    augs = [sample_train_aug(rng, (src_h, src_w), cfg.input_size) for _ in range(6)]
+    augs.append(ImageAug(0.5, (352, 198), (0, 70, 352, 198), True, 0.0))  # flip, no rotation
+    bins = depth_values(cfg)
+    for aug in augs:
+        warped = warp_depth(depth, aug, cfg.input_size)
+        assert warped.shape == cfg.input_size
+        assert set(np.unique(warped)) <= {0.0, 17.0}  # nearest: values are never blended
+        post_rot, post_tran = aug.matrices()
+        u, v, _ = post_rot @ np.array([u0, v0, 1.0]) + post_tran
+        t = depth_targets(torch.from_numpy(warped)[None, None], bins, cfg.downsample)
+        cell = t[0, 0, int(v) // cfg.downsample, int(u) // cfg.downsample]
+        assert int(cell) == int((bins - 17.0).abs().argmin())
+        assert int((t == NO_DEPTH).sum()) > 0  # cells without the patch have no target

@@ -1,0 +1,103 @@
+"""Trainer: the loss falls on a repeated batch, resume is exact, CLI errors, schedule shape.
+In: the tiny generated dataset and the `tiny` model config. Out: assertions (a few seconds).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from flashocc_ros.model.checkpoint import load_flashocc
+from flashocc_ros.tools.train import main
+from flashocc_ros.train.trainer import TrainConfig, checkpoint_dirs, lr_factor, train
+
+
+def _cfg(data: Path, out: Path, **changes: object) -> TrainConfig:
+    base: dict[str, object] = {
+        "train_dir": data,
+        "out_dir": out,
+        "model_config": "tiny",
+        "steps": 4,
+        "warmup_steps": 1,
+        "lr": 2e-3,
+        "depth_weight": 0.5,
+        "log_every": 1,
+        "checkpoint_every": 0,
+    }
+    base.update(changes)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def test_loss_falls_on_a_repeated_batch(tiny_data: Path, tmp_path: Path) -> None:
+    """Both keyframes in every batch, no augmentation: the same batch each step."""
+    cfg = _cfg(
+        tiny_data, tmp_path / "run", steps=8, batch_size=2, augment=False, min_lr_ratio=1.0,
+        val_dir=tiny_data, eval_max_samples=1,
+    )  # fmt: skip
+    result = train(cfg, "test")
+    first, last = result.losses[0], sum(result.losses[-2:]) / 2
+    assert last < 0.85 * first, result.losses
+    record = json.loads((tmp_path / "run" / "train_record.json").read_text())
+    assert record["steps"] == 8 and record["train_keyframes"] == 2 and record["seed"] == 0
+    assert record["miou"] is not None and len(record["per_class_iou"]) == 18
+    _model, model_cfg = load_flashocc(result.weights)
+    assert model_cfg.name == "tiny"
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["loss_depth"] > 0
+
+
+def test_resume_reproduces_an_uninterrupted_run(tiny_data: Path, tmp_path: Path) -> None:
+    full = _cfg(tiny_data, tmp_path / "full", checkpoint_every=2, keep_checkpoints=5)
+    train(full, "test")
+    steps = [p.name for p in checkpoint_dirs(tmp_path / "full")]
+    assert steps == ["step_0000002", "step_0000004"]
+    # A run interrupted after step 2: only its first checkpoint exists.
+    part = tmp_path / "part" / "checkpoints"
+    part.mkdir(parents=True)
+    shutil.copytree(tmp_path / "full" / "checkpoints" / "step_0000002", part / "step_0000002")
+    result = train(_cfg(tiny_data, tmp_path / "part", checkpoint_every=2, resume=True), "test")
+    assert len(result.losses) == 2
+    a = load_file(tmp_path / "full" / "model.safetensors")
+    b = load_file(tmp_path / "part" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_lr_schedule_warms_up_then_decays() -> None:
+    cfg = _cfg(Path("."), Path("."), steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    values = [lr_factor(s, cfg, 100) for s in range(101)]
+    assert values[0] == pytest.approx(cfg.warmup_ratio)
+    assert values[10] == pytest.approx(1.0)
+    assert values[100] == pytest.approx(0.1)
+    assert all(a <= b for a, b in itertools.pairwise(values[:11]))  # warm-up rises
+    assert all(a >= b for a, b in itertools.pairwise(values[10:]))  # cosine falls
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--model-config", "nope"], "unknown model config"),
+        (["--train", "/nonexistent/data"], "is not a dataset folder"),
+        (["--resume"], "no checkpoint"),
+        (["--steps", "0"], "steps must be >= 1"),
+    ],
+)
+def test_cli_mistakes_exit_2_with_one_line(
+    tiny_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    args = ["--train", str(tiny_data), "--out", str(tmp_path / "o"), "--model-config", "tiny"]
+    if "--steps" not in extra:
+        args += ["--steps", "1"]
+    assert main(args + extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
