@@ -26,6 +26,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import TransformStamped
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -70,10 +71,12 @@ class FlashOccNode(Node):
         docs = parameter_docs()
         for name, value in defaults.items():
             desc = ParameterDescriptor(description=docs[name])
-            if isinstance(value, list):
+            if value == []:  # rclpy cannot infer the type of an empty list: declare it typed
                 desc.type = ParameterType.PARAMETER_STRING_ARRAY
-            self.declare_parameter(name, value, desc)
-        raw = {n: self.get_parameter(n).value for n in defaults}
+                self.declare_parameter(name, Parameter.Type.STRING_ARRAY, desc)
+            else:
+                self.declare_parameter(name, value, desc)
+        raw = {n: self._param_value(n, v) for n, v in defaults.items()}
         self.params: NodeConfig = node_config_from_mapping(raw)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.pipeline = create_pipeline(self.params)
@@ -105,6 +108,12 @@ class FlashOccNode(Node):
             f"flashocc ready: model {self.pipeline.cfg.name}, backend "
             f"{self.pipeline.backend.name}, cameras {', '.join(self.params.camera_names)}"
         )
+
+    def _param_value(self, name: str, default: Any) -> Any:
+        try:
+            return self.get_parameter(name).value
+        except ParameterUninitializedException:  # typed declaration without an override
+            return default
 
     # ------------------------------------------------------------------ setup
     def _create_io(self) -> None:
@@ -389,7 +398,7 @@ def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     try:
         node = FlashOccNode()
-    except (ConfigError, OSError) as err:
+    except (ConfigError, OSError, ParameterException) as err:
         logging.getLogger("flashocc").error("cannot start: %s", err)
         rclpy.try_shutdown()
         return 2
