@@ -353,6 +353,8 @@ class FlashOccNode(Node):
         values["queue.superseded"] = str(self.queue.dropped)
         values.update({f"latency_ms.{k}": f"{v:.1f}" for k, v in latency.items()})
         values["backend"] = self.pipeline.backend.name
+        resets = dict(self.pipeline.history_resets)
+        values.update({f"history_reset.{k.replace(' ', '_')}": str(v) for k, v in resets.items()})
         values.update({f"fault.{k}": v for k, v in faults.items()})
         level = DiagnosticStatus.WARN if faults else DiagnosticStatus.OK
         status = DiagnosticStatus(

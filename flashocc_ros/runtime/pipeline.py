@@ -86,6 +86,8 @@ class OccupancyPipeline:
         self.confidence = confidence
         self.max_gap_ns = max_gap_ns
         self._last_stamp_ns: int | None = None
+        self._last_rig: np.ndarray | None = None  # (N, 3, 4) extrinsics + (N, 3, 3) K, flat
+        self.history_resets: dict[str, int] = {}  # reason -> count (temporal models)
 
     def calibration(
         self, cameras: Sequence[CameraInput], post: tuple[torch.Tensor, ...]
@@ -111,6 +113,7 @@ class OccupancyPipeline:
         """Forget state carried between bundles (temporal history)."""
         self.backend.reset()
         self._last_stamp_ns = None
+        self._last_rig = None
 
     def _poses(self, cameras: Sequence[CameraInput]) -> FramePoses | None:
         """Ego poses for temporal models; resets the history on a gap or time going back."""
@@ -118,16 +121,30 @@ class OccupancyPipeline:
             return None
         stamp = cameras[0].stamp_ns
         last = self._last_stamp_ns
-        if last is not None and not 0 < stamp - last <= self.max_gap_ns:
-            LOG.warning(
-                "history reset: bundle %.3f s after the previous one", (stamp - last) / 1e9
-            )
-            self.backend.reset()
+        rig = np.concatenate(
+            [np.ravel(c.camera_to_base) for c in cameras]
+            + [np.ravel(c.intrinsics) for c in cameras]
+        )
+        if last is not None and stamp <= last:
+            self._reset_history("time went backwards")
+        elif last is not None and stamp - last > self.max_gap_ns:
+            self._reset_history(f"gap longer than {self.max_gap_ns / 1e9:.1f} s")
+        elif self._last_rig is not None and not np.array_equal(rig, self._last_rig):
+            self._reset_history("calibration changed")
         self._last_stamp_ns = stamp
+        self._last_rig = rig
         if any(c.ego_pose is None for c in cameras):
+            self._reset_history("missing ego pose")
             raise PipelineError("temporal model needs the ego pose (odom <- base) of every camera")
         poses = np.stack([np.asarray(c.ego_pose, dtype=np.float64) for c in cameras])
         return FramePoses(torch.as_tensor(poses, dtype=torch.float32)[None], stamp)
+
+    def _reset_history(self, reason: str) -> None:
+        """Drop the temporal history; each reason is logged once, then only counted."""
+        if reason not in self.history_resets:
+            LOG.warning("temporal history reset: %s (logged once; counted in diagnostics)", reason)
+        self.history_resets[reason] = self.history_resets.get(reason, 0) + 1
+        self.backend.reset()
 
     def check(self, cameras: Sequence[CameraInput]) -> None:
         names = tuple(c.name for c in cameras)

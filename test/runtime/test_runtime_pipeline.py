@@ -103,6 +103,19 @@ def test_temporal_pipeline_keeps_history_and_resets_on_gaps() -> None:
     assert len(backend.history.frames) == 2
     pipe.process(_cameras(2, 20.0, 5.0, stamp0=4_000_000_000))  # 3.5 s gap -> reset first
     assert len(backend.history.frames) == 1
+    moved = [
+        CameraInput(c.name, c.image, c.intrinsics * 1.01, c.camera_to_base, c.ego_pose, c.stamp_ns)
+        for c in _cameras(2, 22.5, 5.0, stamp0=4_500_000_000)
+    ]
+    pipe.process(moved)  # new intrinsics -> reset first
+    assert len(backend.history.frames) == 1
+    pipe.process(_cameras(2, 25.0, 5.0, stamp0=4_200_000_000))  # time went backwards
+    assert len(backend.history.frames) == 1
+    assert set(pipe.history_resets) == {
+        "gap longer than 1.0 s",
+        "calibration changed",
+        "time went backwards",
+    }
     no_pose = [
         CameraInput(
             c.name, c.image, c.intrinsics, c.camera_to_base, None, c.stamp_ns + 4_500_000_000
