@@ -185,15 +185,63 @@ def load_checkpoint_into(model: nn.Module, path: str | Path) -> nn.Module:
 
 
 # --- our format ----------------------------------------------------------------------------------
-def save_flashocc(model: nn.Module, cfg: ModelConfig, path: str | Path) -> None:
-    """Write weights + the ModelConfig (JSON metadata) as safetensors."""
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+_Q8 = ".q8"  # suffix of an int8 weight stored per output channel
+_Q8_SCALE = ".q8_scale"  # its float32 scale, one per output channel
+_Q8_MIN_NUMEL = 1024  # smaller tensors (biases, norms, tiny kernels) stay float32
+
+
+def save_flashocc(
+    model: nn.Module, cfg: ModelConfig, path: str | Path, *, weight_bits: int = 32
+) -> None:
+    """Write weights + the ModelConfig (JSON metadata) as safetensors.
+
+    `weight_bits=8` stores every conv/linear weight of at least 1024 elements as int8 with one
+    float32 scale per output channel (weight-only, symmetric, max-abs); loading dequantizes.
+    It cuts the file to about a quarter (used for the shipped demo weights, size-capped).
+    """
+    if weight_bits not in (8, 32):
+        raise ValueError(f"weight_bits must be 8 or 32, got {weight_bits}")
+    tensors: dict[str, Tensor] = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous().clone()
+        if (
+            weight_bits == 8
+            and v.is_floating_point()
+            and v.dim() >= 2
+            and v.numel() >= _Q8_MIN_NUMEL
+        ):
+            flat = v.float().reshape(v.shape[0], -1)  # (C_out, rest)
+            scale = (flat.abs().amax(dim=1) / 127.0).clamp(min=1e-12)  # (C_out,)
+            q = torch.round(flat / scale[:, None]).clamp(-127, 127).to(torch.int8)
+            tensors[k + _Q8] = q.reshape(v.shape).contiguous()
+            tensors[k + _Q8_SCALE] = scale.contiguous()
+        else:
+            tensors[k] = v
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "model_config": json.dumps(cfg.to_dict()),
+        "weights": "int8 per-channel (weight-only)" if weight_bits == 8 else "float32",
     }
     save_file(tensors, str(path), metadata=meta)
+
+
+def _dequantize(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Turn `<key>.q8` + `<key>.q8_scale` pairs back into float32 `<key>` tensors."""
+    out: dict[str, Tensor] = {}
+    for k, v in tensors.items():
+        if k.endswith(_Q8_SCALE):
+            continue
+        if k.endswith(_Q8):
+            base = k[: -len(_Q8)]
+            scale = tensors.get(base + _Q8_SCALE)
+            if scale is None or scale.shape != (v.shape[0],):
+                raise CheckpointError(f"quantised weight {base} has no matching scale")
+            shape = (v.shape[0],) + (1,) * (v.dim() - 1)
+            out[base] = v.float() * scale.float().reshape(shape)
+        else:
+            out[k] = v
+    return out
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -203,7 +251,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except Exception as err:
         raise CheckpointError(f"cannot read safetensors file {path}: {err}") from err
-    return tensors, meta
+    return _dequantize(tensors), meta
 
 
 def load_flashocc(path: str | Path, device: str = "cpu") -> tuple[FlashOCC, ModelConfig]:

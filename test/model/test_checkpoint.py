@@ -169,3 +169,28 @@ def test_our_safetensors_format_round_trips_model_and_config(tmp_path: Path) -> 
     load_checkpoint_into(build_model(TINY_STEREO), path)
     with pytest.raises(CheckpointError):
         load_checkpoint_into(build_model(TINY), path)
+
+
+def test_int8_weight_storage_is_small_bounded_and_keeps_the_rest_exact(tmp_path: Path) -> None:
+    torch.manual_seed(5)
+    model = build_model(TINY).eval()
+    full, small = tmp_path / "full.safetensors", tmp_path / "q8.safetensors"
+    save_flashocc(model, TINY, full)
+    save_flashocc(model, TINY, small, weight_bits=8)
+    assert small.stat().st_size < 0.4 * full.stat().st_size
+    loaded, cfg = load_flashocc(small)
+    assert cfg == TINY
+    quantised = 0
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+        if a.is_floating_point() and a.dim() >= 2 and a.numel() >= 1024:
+            quantised += 1
+            step = a.reshape(a.shape[0], -1).abs().amax(dim=1) / 127  # one step per channel
+            err = (a - b).reshape(a.shape[0], -1).abs().amax(dim=1)
+            assert torch.all(err <= step / 2 + 1e-7), name
+        else:
+            assert torch.equal(a, b), name  # biases, norms, BN statistics stay exact
+    assert quantised > 10
+    x, calib = images(TINY), rig_calib(TINY)
+    with torch.no_grad():
+        agree = (model.predict(x, calib) == loaded.predict(x, calib)).float().mean()
+    assert agree > 0.97
