@@ -78,7 +78,11 @@ class NodeConfig:
         default="fp32", metadata=_doc("fp32, fp16 (GPU), bf16 (CPU autocast) or int8 (TensorRT).")
     )
     engine_path: str = field(
-        default="", metadata=_doc("TensorRT engine file (built with flashocc-build-engine).")
+        default="",
+        metadata=_doc(
+            "backend onnxruntime: the folder written by `python -m flashocc_ros.tools.export` "
+            "(docs/deployment.md); backend tensorrt: the engine file."
+        ),
     )
     engine_mismatch: str = field(
         default="refuse",

@@ -77,14 +77,37 @@ def make_backend(cfg: ModelConfig, model: nn.Module, params: NodeConfig) -> Back
     """The backend the parameters ask for; `auto` picks the best available, saying why."""
     kind = params.backend
     precision: Precision = params.precision  # type: ignore[assignment]
-    if kind in ("tensorrt", "onnxruntime"):
+    if kind == "tensorrt":
         raise BackendError(f"backend {kind!r} is not available in this build yet")
+    if kind == "onnxruntime":
+        return _onnxruntime_backend(cfg, model, params)
     spacing = int(params.history_spacing_s * 1e9)
     device = params.device
     if kind == "auto" and device.startswith("cuda") and not torch.cuda.is_available():
         LOG.warning("backend auto: CUDA is not available here, falling back to torch on cpu")
         device, precision = "cpu", "fp32" if precision == "fp16" else precision
     return TorchBackend(model, cfg, device, precision, history_spacing_ns=spacing)
+
+
+def _onnxruntime_backend(cfg: ModelConfig, model: nn.Module, params: NodeConfig) -> Backend:
+    """The exported graphs in `engine_path`, refused (with the export command) when the folder
+    is missing or was exported from another config/weights; never exported here."""
+    from flashocc_ros.deploy.onnx_export import weights_sha256
+    from flashocc_ros.runtime.onnx_backend import (
+        OnnxRuntimeBackend,
+        choose_providers,
+        export_command,
+    )
+
+    hint = export_command(params.model_config, params.weights, params.engine_path or "DIR")
+    if not params.engine_path:
+        raise BackendError(f"backend onnxruntime needs engine_path (an export folder): {hint}")
+    if params.precision != "fp32":
+        raise BackendError(f"backend onnxruntime runs the fp32 export, not {params.precision}")
+    providers = choose_providers(params.device)
+    return OnnxRuntimeBackend(
+        params.engine_path, cfg, weights_sha256(model), providers, export_hint=hint
+    )
 
 
 def create_pipeline(params: NodeConfig) -> OccupancyPipeline:
