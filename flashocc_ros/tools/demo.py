@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         f"into a rosbag2 at {args.width}x{args.height}",
     )
     t_gen = time.monotonic() - t0
-    params = [f"--param=model_config={args.model_config}", f"--param=weights={args.weights!r}"]
+    weights = args.weights or str(DEMO_WEIGHTS)
+    params = [f"--param=model_config={args.model_config}", f"--param=weights={weights}"]
     _run(
         [
             sys.executable,
