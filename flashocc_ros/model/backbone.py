@@ -30,18 +30,33 @@ def _downsample(in_ch: int, out_ch: int, stride: int) -> nn.Sequential | None:
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 conv-BN with a residual (ResNet-18/34). (B, Cin, H, W) -> (B, C, H/s, W/s)."""
+    """Two 3x3 conv-BN with a residual (ResNet-18/34). (B, Cin, H, W) -> (B, C, H/s, W/s).
+
+    The shortcut is torchvision's 1x1 conv + BN when the shape changes, unless a `shortcut`
+    module is given (the BEV encoder's 3x3 conv with bias) or explicitly disabled.
+    """
 
     expansion = 1
 
-    def __init__(self, in_ch: int, width: int, stride: int = 1) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        width: int,
+        stride: int = 1,
+        shortcut: nn.Module | None = None,
+        default_shortcut: bool = True,
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, width, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = _downsample(in_ch, width, stride)
+        self.downsample = (
+            shortcut
+            if shortcut is not None or not default_shortcut
+            else _downsample(in_ch, width, stride)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)

@@ -12,31 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-
-class ConvShortcutBlock(nn.Module):
-    """mmdet BasicBlock with an explicit shortcut module (a plain conv *with bias*, no BN).
-
-    conv3x3(stride, no bias)-BN-ReLU-conv3x3(no bias)-BN, + shortcut(x), ReLU.
-    (B, Cin, H, W) -> (B, C, H/stride, W/stride).
-    """
-
-    def __init__(
-        self, in_ch: int, out_ch: int, stride: int = 1, downsample: nn.Module | None = None
-    ) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_ch)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_ch)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        result: Tensor = self.relu(out + identity)
-        return result
+from flashocc_ros.model.backbone import BasicBlock
 
 
 class CustomResNet(nn.Module):
@@ -61,8 +37,11 @@ class CustomResNet(nn.Module):
         cur = in_channels
         for out_ch, count, stride in zip(num_channels, num_layers, strides, strict=True):
             shortcut = nn.Conv2d(cur, out_ch, 3, stride=stride, padding=1)  # bias: official
-            blocks: list[nn.Module] = [ConvShortcutBlock(cur, out_ch, stride, shortcut)]
-            blocks += [ConvShortcutBlock(out_ch, out_ch) for _ in range(count - 1)]
+            # mmdet BasicBlock: conv3x3(stride)-BN-ReLU-conv3x3-BN + shortcut(x), ReLU.
+            blocks: list[nn.Module] = [BasicBlock(cur, out_ch, stride, shortcut)]
+            blocks += [
+                BasicBlock(out_ch, out_ch, default_shortcut=False) for _ in range(count - 1)
+            ]
             stages.append(nn.Sequential(*blocks))
             cur = out_ch
         self.layers = nn.Sequential(*stages)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flashocc_ros.model.bev_encoder import ConvShortcutBlock
+from flashocc_ros.model.backbone import BasicBlock
 
 MLP_INPUT_DIM = 27
 
@@ -159,9 +159,9 @@ class DepthNet(nn.Module):
             )
             conv_in = mid + d
         self.depth_conv = nn.Sequential(
-            ConvShortcutBlock(conv_in, mid, downsample=nn.Conv2d(conv_in, mid, 1)),
-            ConvShortcutBlock(mid, mid),
-            ConvShortcutBlock(mid, mid),
+            BasicBlock(conv_in, mid, shortcut=nn.Conv2d(conv_in, mid, 1)),  # 1x1 conv, bias
+            BasicBlock(mid, mid, default_shortcut=False),
+            BasicBlock(mid, mid, default_shortcut=False),
             ASPP(mid, aspp_mid_channels),
             nn.Conv2d(mid, d, 1),
         )
