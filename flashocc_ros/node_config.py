@@ -30,6 +30,7 @@ _MIN: dict[str, float] = {
     "history_spacing_s": 0.05,
     "history_max_gap_s": 0.1,
     "tf_tolerance_s": 0.0,
+    "tf_timeout_s": 0.0,
     "input_queue_depth": 1,
     "marker_max_voxels": 0,
     "max_image_pixels": 1,
@@ -97,6 +98,10 @@ class NodeConfig:
     sync_slop_s: float = field(
         default=0.1,
         metadata=_doc("A bundle is complete when every camera is within this of camera 0."),
+    )
+    tf_timeout_s: float = field(
+        default=0.2,
+        metadata=_doc("How long a complete bundle may wait for /tf at its stamps, seconds."),
     )
     tf_tolerance_s: float = field(
         default=0.05,

@@ -127,15 +127,8 @@ class FlashOccNode(Node):
             history=HistoryPolicy.KEEP_LAST, depth=p.input_queue_depth, reliability=reliability
         )
         info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5)
-        for name in p.camera_names:
-            image_topic, info_topic = input_topics(name)
-            image_type = CompressedImage if name in p.compressed_cameras else Image
-            self.create_subscription(
-                image_type, image_topic, lambda m, n=name: self._on_image(n, m), sensor_qos
-            )
-            self.create_subscription(
-                CameraInfo, info_topic, lambda m, n=name: self._on_camera_info(n, m), info_qos
-            )
+        # TF first: the executor serves subscriptions in creation order, so /tf samples
+        # published before a bundle's images are in the buffer when the bundle completes.
         self.create_subscription(
             TFMessage, "/tf", lambda m: self._on_tf(m, False), QoSProfile(depth=100)
         )
@@ -147,6 +140,15 @@ class FlashOccNode(Node):
         self.create_subscription(
             TFMessage, "/tf_static", lambda m: self._on_tf(m, True), static_qos
         )
+        for name in p.camera_names:
+            image_topic, info_topic = input_topics(name)
+            image_type = CompressedImage if name in p.compressed_cameras else Image
+            self.create_subscription(
+                image_type, image_topic, lambda m, n=name: self._on_image(n, m), sensor_qos
+            )
+            self.create_subscription(
+                CameraInfo, info_topic, lambda m, n=name: self._on_camera_info(n, m), info_qos
+            )
         out_qos = QoSProfile(depth=2)
         self.pub_occ = (
             self.create_publisher(self._occupancy_type(), "~/output/occupancy", out_qos)
@@ -267,6 +269,9 @@ class FlashOccNode(Node):
     def _process(self, bundle: Bundle[RawImage]) -> None:
         t0 = time.perf_counter()
         self.assembler.wait_for_camera_info(timeout_s=0.5)
+        self.assembler.wait_for_poses(
+            [f.stamp_ns for f in bundle.frames], self.params.tf_timeout_s
+        )
         cameras = self.assembler.assemble(
             [(f.camera, f.stamp_ns, f.payload) for f in bundle.frames]
         )

@@ -90,7 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     t_gen = time.monotonic() - t0
     weights = args.weights or str(DEMO_WEIGHTS)
-    params = [f"--param=model_config={args.model_config}", f"--param=weights={weights}"]
+    # Our player publishes reliably; large images over best-effort DDS lose fragments under load.
+    params = [
+        f"--param=model_config={args.model_config}",
+        f"--param=weights={weights}",
+        "--param=input_reliability=reliable",
+    ]
     _run(
         [
             sys.executable,
