@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=4.0, help="player speed factor")
     parser.add_argument("--sample-every", type=float, default=10.0, help="seconds")
     parser.add_argument("--model-config", default="tiny")
+    parser.add_argument("--max-seconds", type=float, default=1800.0, help="stop after this")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="flashocc_soak_"))
     bag = work / "bag"
@@ -83,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     next_sample = start
     try:
-        while proc.poll() is None:
-            rclpy.spin_once(me, timeout_sec=0.2)
+        while proc.poll() is None and rclpy.ok():
+            try:
+                rclpy.spin_once(me, timeout_sec=0.2)
+            except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+                break
             done = int(diag.get("count.bundles_processed", "0"))
             if time.monotonic() >= next_sample:
                 drops = sum(int(v) for k, v in diag.items() if k.startswith("drop."))
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
                 next_sample += args.sample_every
-            if done >= args.bundles:
+            if done >= args.bundles or time.monotonic() - start > args.max_seconds:
                 break
     finally:
         player.terminate()
