@@ -94,10 +94,8 @@ class PrimitiveBuilder:
         velocity: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         """A box of length size_xy[0] along its heading `yaw`, width size_xy[1], z in z_range."""
-        z0, z1 = z_range
-        center = (center_xy[0], center_xy[1], 0.5 * (z0 + z1))
-        half = (0.5 * size_xy[0], 0.5 * size_xy[1], 0.5 * (z1 - z0))
-        self._rows.append((KIND_BOX, center, half, yaw, velocity, label, color, style, seed))
+        half_xy = (0.5 * size_xy[0], 0.5 * size_xy[1])
+        self._add(KIND_BOX, center_xy, z_range, half_xy, yaw, velocity, label, color, style, seed)
 
     def cylinder(
         self,
@@ -110,10 +108,28 @@ class PrimitiveBuilder:
         seed: int,
         velocity: tuple[float, float] = (0.0, 0.0),
     ) -> None:
+        half_xy = (radius, radius)
+        self._add(
+            KIND_CYLINDER, center_xy, z_range, half_xy, 0.0, velocity, label, color, style, seed
+        )
+
+    def _add(
+        self,
+        kind: int,
+        center_xy: tuple[float, float],
+        z_range: tuple[float, float],
+        half_xy: tuple[float, float],
+        yaw: float,
+        velocity: tuple[float, float],
+        label: int,
+        color: np.ndarray,
+        style: int,
+        seed: int,
+    ) -> None:
         z0, z1 = z_range
         center = (center_xy[0], center_xy[1], 0.5 * (z0 + z1))
-        half = (radius, radius, 0.5 * (z1 - z0))
-        self._rows.append((KIND_CYLINDER, center, half, 0.0, velocity, label, color, style, seed))
+        half = (half_xy[0], half_xy[1], 0.5 * (z1 - z0))
+        self._rows.append((kind, center, half, yaw, velocity, label, color, style, seed))
 
     def build(self) -> Primitives:
         if not self._rows:
