@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-clip", type=float, default=d["grad_clip"].default)
     p.add_argument("--depth-weight", type=float, default=d["depth_weight"].default,
                    help="depth BCE weight, 0 = no depth supervision (default 0.5)")  # fmt: skip
+    p.add_argument(
+        "--class-balance",
+        action="store_true",
+        help="official class_balance: CE weighted by 1/ln(voxel count per class)",
+    )
     p.add_argument("--no-augment", action="store_true", help="no image / BEV augmentation")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast on CPU)")
     p.add_argument("--channels-last", action="store_true", help="channels_last conv layout")
@@ -83,6 +88,7 @@ def _config(a: argparse.Namespace) -> TrainConfig:
         steps=a.steps, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
         weight_decay=a.weight_decay, warmup_steps=a.warmup_steps, min_lr_ratio=a.min_lr_ratio,
         grad_clip=a.grad_clip, depth_weight=a.depth_weight, augment=not a.no_augment,
+        class_balance=a.class_balance,
         bf16=a.bf16, channels_last=a.channels_last, seed=a.seed, num_workers=a.num_workers,
         log_every=a.log_every, checkpoint_every=a.checkpoint_every,
         keep_checkpoints=a.keep_checkpoints, eval_every=a.eval_every,

@@ -171,6 +171,16 @@ class OccupancyDataset(Dataset[dict[str, Tensor]]):
         return item
 
 
+def class_counts(data: WorldDataset, num_classes: int) -> np.ndarray:
+    """Voxels per class (num_classes,) int64 inside `mask_camera` over every keyframe."""
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for rec in data.keyframes:
+        labels = data.labels(rec)
+        seen = labels.semantics[labels.mask_camera.astype(bool)].astype(np.int64)
+        counts += np.bincount(seen[seen < num_classes], minlength=num_classes)[:num_classes]
+    return counts
+
+
 def batch_calibration(batch: Mapping[str, Tensor]) -> Calibration:
     """Calibration (B, N, ...) of a collated batch."""
     return Calibration(

@@ -10,6 +10,7 @@ cross-entropy on the softmaxed depth summed over D, averaged over cells with a t
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -20,10 +21,15 @@ from flashocc_ros.classes import IGNORE_LABEL
 NO_DEPTH = -1
 
 
-def occupancy_loss(logits: Tensor, semantics: Tensor, mask: Tensor) -> Tensor:
+def occupancy_loss(
+    logits: Tensor, semantics: Tensor, mask: Tensor, class_weight: Tensor | None = None
+) -> Tensor:
     """Masked CE: logits (B, X, Y, Z, C), semantics (B, X, Y, Z) int, mask (B, X, Y, Z) 0/1.
 
     sum(CE · mask) / max(sum(mask), 1), computed in float32; voxels labelled 255 add 0.
+    With `class_weight` (C,) (the official `class_balance=True`): each voxel's CE is scaled by
+    the weight of its true class and the sum is divided by the summed weights of the masked
+    voxels instead of their count.
     """
     if logits.dim() != 5 or tuple(logits.shape[:4]) != tuple(semantics.shape):
         raise ValueError(
@@ -33,14 +39,32 @@ def occupancy_loss(logits: Tensor, semantics: Tensor, mask: Tensor) -> Tensor:
     if mask.shape != semantics.shape:
         raise ValueError(f"mask {tuple(mask.shape)} != semantics {tuple(semantics.shape)}")
     c = logits.shape[-1]
+    labels = semantics.reshape(-1).long()
     ce = F.cross_entropy(
         logits.float().reshape(-1, c),
-        semantics.reshape(-1).long(),
+        labels,
         ignore_index=IGNORE_LABEL,
         reduction="none",
     )  # (B·X·Y·Z,)
     weight = mask.reshape(-1).float()
-    return (ce * weight).sum() / weight.sum().clamp(min=1.0)
+    if class_weight is not None:
+        if class_weight.shape != (c,):
+            raise ValueError(f"class_weight {tuple(class_weight.shape)} != ({c},)")
+        valid = labels != IGNORE_LABEL
+        per_voxel = torch.zeros_like(weight)
+        per_voxel[valid] = class_weight.float()[labels[valid]]
+        weight = weight * per_voxel
+    return (ce * weight).sum() / weight.sum().clamp(min=1e-6)
+
+
+def class_balance_weights(counts: np.ndarray) -> Tensor:
+    """Official `class_balance` weights 1 / ln(count + 0.001) from per-class voxel counts (C,).
+
+    Counts are clamped to >= 2 so that a class absent from the data gets a finite, large weight
+    (1 / ln 2) instead of the official formula's division by ln(0.001) < 0.
+    """
+    c = np.maximum(np.asarray(counts, dtype=np.float64), 2.0)
+    return torch.tensor(1.0 / np.log(c + 0.001), dtype=torch.float32)
 
 
 def depth_targets(depth: Tensor, bins: Tensor, downsample: int) -> Tensor:

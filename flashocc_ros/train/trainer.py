@@ -46,8 +46,13 @@ from flashocc_ros.eval.metrics import MiouMetric, MiouResult
 from flashocc_ros.model.checkpoint import load_checkpoint_into, save_flashocc
 from flashocc_ros.model.flashocc import FlashOCC, build_model
 from flashocc_ros.model.geometry import Calibration, depth_values
-from flashocc_ros.train.data import EpochKeys, OccupancyDataset, batch_calibration
-from flashocc_ros.train.losses import depth_loss, depth_targets, occupancy_loss
+from flashocc_ros.train.data import EpochKeys, OccupancyDataset, batch_calibration, class_counts
+from flashocc_ros.train.losses import (
+    class_balance_weights,
+    depth_loss,
+    depth_targets,
+    occupancy_loss,
+)
 
 log = logging.getLogger("flashocc_ros.train")
 
@@ -76,6 +81,7 @@ class TrainConfig:
     min_lr_ratio: float = 1e-2  # cosine decay ends at lr·min_lr_ratio
     grad_clip: float = 5.0  # max global grad norm (official); <= 0 disables
     depth_weight: float = 0.5  # depth BCE weight; 0 disables depth supervision
+    class_balance: bool = False  # official class_balance: CE weights 1/ln(voxel count of class)
     augment: bool = True  # official image + BEV augmentation (off: test-time geometry)
     bf16: bool = False  # bfloat16 autocast (CPU or CUDA); pooling and losses stay float32
     channels_last: bool = False  # channels_last memory format for the conv layers
@@ -392,11 +398,12 @@ def _optimise(
     cfg: TrainConfig,
     optimizer: torch.optim.Optimizer,
     bins: Tensor,
+    class_weight: Tensor | None = None,
 ) -> StepLosses:
     """Forward, losses, backward, clip, optimizer step for one batch."""
     with _autocast(cfg, bins.device):
         logits, depth_logits = step_module(batch["images"], batch_calibration(batch))
-    loss_occ = occupancy_loss(logits, batch["semantics"], batch["mask_camera"])
+    loss_occ = occupancy_loss(logits, batch["semantics"], batch["mask_camera"], class_weight)
     loss = loss_occ
     loss_depth = torch.zeros((), device=bins.device)
     if cfg.depth_weight > 0:
@@ -508,6 +515,11 @@ def _train(cfg: TrainConfig, dd: Dist, command: str, t_start: float) -> TrainRes
         cfg.out_dir.mkdir(parents=True, exist_ok=True)
     metrics = _Metrics(cfg.out_dir / "metrics.jsonl" if dd.main else None)
     bins = depth_values(model_cfg).to(dd.device)
+    class_weight: Tensor | None = None
+    if cfg.class_balance:
+        counts = class_counts(train_set.data, model_cfg.num_classes)
+        class_weight = class_balance_weights(counts).to(dd.device)
+        log.info("class_balance weights %s", np.round(class_weight.cpu().numpy(), 4).tolist())
     keep = cfg.keep_checkpoints
     losses: list[float] = []
     miou: MiouResult | None = None
@@ -525,7 +537,7 @@ def _train(cfg: TrainConfig, dd: Dist, command: str, t_start: float) -> TrainRes
     with _StopOnInterrupt(enabled=not dd.enabled) as stop:
         for step in range(start_step, total):
             batch = _to_device(next(batches), dd.device)
-            sl = _optimise(step_module, net, batch, cfg, optimizer, bins)
+            sl = _optimise(step_module, net, batch, cfg, optimizer, bins, class_weight)
             scheduler.step()
             done = step + 1
             if not math.isfinite(sl.loss):

@@ -13,7 +13,13 @@ from flashocc_ros.config import model_config
 from flashocc_ros.model.geometry import depth_values
 from flashocc_ros.model.preprocess import ImageAug, sample_train_aug
 from flashocc_ros.train.data import warp_depth
-from flashocc_ros.train.losses import NO_DEPTH, depth_loss, depth_targets, occupancy_loss
+from flashocc_ros.train.losses import (
+    NO_DEPTH,
+    class_balance_weights,
+    depth_loss,
+    depth_targets,
+    occupancy_loss,
+)
 
 
 def test_masked_ce_equals_direct_per_voxel_sum() -> None:
@@ -34,6 +40,34 @@ def test_masked_ce_equals_direct_per_voxel_sum() -> None:
             total += -(row[label] - torch.logsumexp(row, 0)).item()
     expected = total / count
     assert math.isclose(float(occupancy_loss(logits, sem, mask)), expected, rel_tol=1e-5)
+
+
+def test_class_balanced_ce_weights_each_voxel_by_its_class() -> None:
+    gen = torch.Generator().manual_seed(1)
+    b, x, y, z, c = 1, 3, 3, 2, 18
+    logits = torch.randn(b, x, y, z, c, generator=gen)
+    sem = torch.randint(0, c, (b, x, y, z), generator=gen)
+    sem[0, 0, 0, 0] = 255
+    mask = (torch.rand(b, x, y, z, generator=gen) > 0.3).float()
+    counts = np.arange(1, c + 1) * 1000
+    w = class_balance_weights(counts)
+    assert math.isclose(float(w[4]), 1.0 / math.log(5000.001), rel_tol=1e-6)
+    assert float(w[0]) > float(w[-1])  # rarer class, larger weight
+    num, den = 0.0, 0.0
+    for idx in np.ndindex(b, x, y, z):
+        label = int(sem[idx])
+        if float(mask[idx]) and label != 255:
+            row = logits[idx].double()
+            num += float(w[label]) * -(row[label] - torch.logsumexp(row, 0)).item()
+            den += float(w[label])
+    got = float(occupancy_loss(logits, sem, mask, w))
+    assert math.isclose(got, num / den, rel_tol=1e-5)
+    assert not math.isclose(got, float(occupancy_loss(logits, sem, mask)), rel_tol=1e-3)
+
+
+def test_class_balance_weights_are_finite_for_absent_classes() -> None:
+    w = class_balance_weights(np.array([0, 1, 10**6]))
+    assert torch.isfinite(w).all() and float(w.min()) > 0
 
 
 def test_masked_ce_empty_mask_is_zero() -> None:

@@ -13,9 +13,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from flashocc_ros.classes import FREE_LABEL, NUM_CLASSES
 from flashocc_ros.model.checkpoint import load_flashocc
 from flashocc_ros.tools.train import main
+from flashocc_ros.train.data import class_counts
 from flashocc_ros.train.trainer import TrainConfig, checkpoint_dirs, lr_factor, train
+from flashocc_ros.world.dataset import WorldDataset
 
 
 def _cfg(data: Path, out: Path, **changes: object) -> TrainConfig:
@@ -35,10 +38,11 @@ def _cfg(data: Path, out: Path, **changes: object) -> TrainConfig:
 
 
 def test_loss_falls_on_a_repeated_batch(tiny_data: Path, tmp_path: Path) -> None:
-    """Both keyframes in every batch, no augmentation: the same batch each step."""
+    """Both keyframes in every batch, no augmentation: the same batch each step (with the
+    official class balance on, so its weighted loss is what falls)."""
     cfg = _cfg(
         tiny_data, tmp_path / "run", steps=8, batch_size=2, augment=False, min_lr_ratio=1.0,
-        val_dir=tiny_data, eval_max_samples=1,
+        val_dir=tiny_data, eval_max_samples=1, class_balance=True,
     )  # fmt: skip
     result = train(cfg, "test")
     first, last = result.losses[0], sum(result.losses[-2:]) / 2
@@ -50,6 +54,14 @@ def test_loss_falls_on_a_repeated_batch(tiny_data: Path, tmp_path: Path) -> None
     assert model_cfg.name == "tiny"
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[0])["loss_depth"] > 0
+
+
+def test_class_counts_cover_every_masked_voxel(tiny_data: Path) -> None:
+    data = WorldDataset(tiny_data)
+    counts = class_counts(data, NUM_CLASSES)
+    masked = sum(int(data.labels(r).mask_camera.astype(bool).sum()) for r in data.keyframes)
+    assert counts.shape == (NUM_CLASSES,) and int(counts.sum()) == masked > 0
+    assert counts[FREE_LABEL] == counts.max()
 
 
 def test_resume_reproduces_an_uninterrupted_run(tiny_data: Path, tmp_path: Path) -> None:
