@@ -81,13 +81,24 @@ class NodeConfig:
     engine_path: str = field(
         default="",
         metadata=_doc(
-            "backend onnxruntime: the folder written by `python -m flashocc_ros.tools.export` "
-            "(docs/deployment.md); backend tensorrt: the engine file."
+            "backend onnxruntime: the folder written by `python -m flashocc_ros.tools.export`; "
+            "backend tensorrt (and auto): the engine folder written by `python -m "
+            "flashocc_ros.tools.build_engine` (docs/deployment.md)."
         ),
     )
     engine_mismatch: str = field(
         default="refuse",
-        metadata=_doc("When the engine metadata does not match the model: refuse or rebuild."),
+        metadata=_doc(
+            "TensorRT engines missing or not matching the model, precision, TensorRT version or "
+            "GPU: refuse (error with the build command) or rebuild at start-up."
+        ),
+    )
+    build_only: bool = field(
+        default=False,
+        metadata=_doc(
+            "backend tensorrt: build the engines in engine_path when missing or stale, load "
+            "them once, then exit (no topics)."
+        ),
     )
     ego_frame: str = field(
         default="base_link", metadata=_doc("Ego frame of the output grids (header.frame_id).")

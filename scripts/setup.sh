@@ -73,16 +73,23 @@ else
             tail -n 30 >&2 || true
         fail "pip install -r requirements-dev.txt failed (full output: $PIP_LOG)"
     fi
-    # tensorrt-stubs declares a dependency on the real TensorRT wheel, which downloads its
-    # libraries from NVIDIA's index at install time; only the stubs are wanted (for mypy).
+    # Stub packages only, without their dependencies (a stub package may declare the real
+    # library, e.g. TensorRT, whose install downloads from an index we cannot reach).
     if ! "$VENV/bin/python" -m pip install --no-deps -r requirements-typing.txt \
         >>"$PIP_LOG" 2>&1 </dev/null; then
         grep -v -e "^WARNING: Location" -e "^Requirement already satisfied" "$PIP_LOG" |
             tail -n 30 >&2 || true
         fail "pip install --no-deps -r requirements-typing.txt failed (full output: $PIP_LOG)"
     fi
+    # tensorrt-stubs was pinned here before; its stub-only `tensorrt/` folder imports as an
+    # empty namespace package and its stubs do not parse under mypy (typings/ replaces them).
+    if "$VENV/bin/python" -m pip show tensorrt-stubs >/dev/null 2>&1 </dev/null; then
+        log "venv: removing tensorrt-stubs (replaced by typings/tensorrt)"
+        "$VENV/bin/python" -m pip uninstall -y tensorrt-stubs >>"$PIP_LOG" 2>&1 </dev/null ||
+            fail "pip uninstall tensorrt-stubs failed (full output: $PIP_LOG)"
+    fi
     "$VENV/bin/python" -m pip check >/dev/null 2>&1 ||
-        log "venv: note: pip check reports issues (expected: tensorrt-stubs without tensorrt)"
+        log "venv: note: pip check reports issues (see pip check)"
     echo "$REQ_HASH" >"$VENV_STAMP"
     log "venv: ready"
 fi

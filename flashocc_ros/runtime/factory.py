@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from flashocc_ros.config import ConfigError, ModelConfig, load_model_config
+from flashocc_ros.model.preprocess import preprocess_images
 from flashocc_ros.node_config import NodeConfig
 from flashocc_ros.runtime.backend import Backend, BackendError, Precision, TorchBackend
-from flashocc_ros.runtime.pipeline import OccupancyPipeline
+from flashocc_ros.runtime.pipeline import OccupancyPipeline, Preprocessor
 
 LOG = logging.getLogger(__name__)
 
@@ -73,20 +75,139 @@ def _load_model(
     return cfg, model
 
 
+class BuildOnlyDone(SystemExit):
+    """Raised by `create_pipeline` in `build_only` mode once the engines are built and load:
+    the process ends with exit status 0 (a SystemExit, so no caller mistakes it for a fault)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0)
+        self.message = message
+
+
 def make_backend(cfg: ModelConfig, model: nn.Module, params: NodeConfig) -> Backend:
     """The backend the parameters ask for; `auto` picks the best available, saying why."""
     kind = params.backend
-    precision: Precision = params.precision  # type: ignore[assignment]
     if kind == "tensorrt":
-        raise BackendError(f"backend {kind!r} is not available in this build yet")
+        return _tensorrt_backend(cfg, model, params)
     if kind == "onnxruntime":
         return _onnxruntime_backend(cfg, model, params)
+    if kind == "auto":
+        return _auto_backend(cfg, model, params)
+    return _torch_backend(cfg, model, params, params.device, params.precision)
+
+
+def _torch_backend(
+    cfg: ModelConfig, model: nn.Module, params: NodeConfig, device: str, precision: str
+) -> Backend:
+    """TorchBackend, or the CUDA fast path (CudaFastBackend) for single-frame models on CUDA."""
+    from flashocc_ros.model.flashocc import FlashOCC
+    from flashocc_ros.runtime.cuda_fast import CudaFastBackend
+
+    prec: Precision = precision  # type: ignore[assignment]
+    fast = device.startswith("cuda") and not cfg.temporal and cfg.depth_net == "lss"
+    if fast and isinstance(model, FlashOCC) and torch.cuda.is_available():
+        return CudaFastBackend(model, cfg, device, prec)
     spacing = int(params.history_spacing_s * 1e9)
-    device = params.device
-    if kind == "auto" and device.startswith("cuda") and not torch.cuda.is_available():
-        LOG.warning("backend auto: CUDA is not available here, falling back to torch on cpu")
-        device, precision = "cpu", "fp32" if precision == "fp16" else precision
-    return TorchBackend(model, cfg, device, precision, history_spacing_ns=spacing)
+    return TorchBackend(model, cfg, device, prec, history_spacing_ns=spacing)
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """What `backend: auto` runs and the one log line saying why."""
+
+    kind: str  # "tensorrt" | "torch"
+    device: str
+    precision: str
+    reason: str  # "" when TensorRT was chosen
+
+
+def auto_choice(
+    cfg: ModelConfig,
+    params: NodeConfig,
+    cuda_available: bool,
+    tensorrt_missing: str | None,
+    engines_present: bool,
+) -> AutoChoice:
+    """TensorRT when TensorRT 10.x, CUDA and built engines are all present; torch otherwise,
+    with the precision adapted (int8 is TensorRT-only, fp16 GPU-only). Pure: tests pass facts."""
+    device, precision = params.device, params.precision
+    reason = ""
+    if not device.startswith("cuda"):
+        reason = f"device is {device}"
+    elif not cuda_available:
+        reason, device = "CUDA is not available here", "cpu"
+    elif cfg.temporal or cfg.depth_net != "lss":
+        reason = f"model {cfg.name} is temporal/camera-aware (engines are single-frame only)"
+    elif tensorrt_missing is not None:
+        reason = tensorrt_missing
+    elif not params.engine_path:
+        reason = "engine_path is empty (build engines with flashocc_ros.tools.build_engine)"
+    elif not engines_present:
+        reason = f"no {precision} engines in {params.engine_path}"
+    if not reason:
+        return AutoChoice("tensorrt", device, precision, "")
+    if precision == "int8":
+        precision = "fp16" if device.startswith("cuda") else "fp32"
+    if precision == "fp16" and not device.startswith("cuda"):
+        precision = "fp32"
+    return AutoChoice("torch", device, precision, reason)
+
+
+def _engines_present(params: NodeConfig) -> bool:
+    from flashocc_ros.deploy.engine_meta import GRAPHS, EngineError, EngineLayout
+
+    if not params.engine_path:
+        return False
+    try:
+        layout = EngineLayout(Path(params.engine_path), params.precision)
+    except EngineError:
+        return False
+    return all(layout.engine(g).is_file() and layout.metadata(g).is_file() for g in GRAPHS)
+
+
+def _auto_backend(cfg: ModelConfig, model: nn.Module, params: NodeConfig) -> Backend:
+    from flashocc_ros.deploy.trt_build import tensorrt_missing_reason
+
+    cuda = torch.cuda.is_available()
+    wants_gpu = params.device.startswith("cuda")
+    missing = tensorrt_missing_reason() if wants_gpu and cuda else None
+    choice = auto_choice(cfg, params, cuda, missing, _engines_present(params))
+    if choice.kind == "tensorrt":
+        LOG.info("backend auto: tensorrt %s engines in %s", choice.precision, params.engine_path)
+        return _tensorrt_backend(cfg, model, params)
+    level = logging.WARNING if wants_gpu else logging.INFO
+    LOG.log(
+        level,
+        "backend auto: torch on %s (%s) because %s",
+        choice.device,
+        choice.precision,
+        choice.reason,
+    )
+    return _torch_backend(cfg, model, params, choice.device, choice.precision)
+
+
+def _tensorrt_backend(cfg: ModelConfig, model: nn.Module, params: NodeConfig) -> Backend:
+    """Engines of `engine_path`, checked against model/precision/TensorRT/GPU; refused with the
+    build command, or rebuilt at start-up when engine_mismatch is "rebuild"."""
+    from flashocc_ros.deploy.engine_meta import ENGINE_PRECISIONS, build_command
+    from flashocc_ros.model.flashocc import FlashOCC
+    from flashocc_ros.runtime.trt_backend import TensorRTBackend
+
+    out = params.engine_path or "DIR"
+    hint = build_command(params.model_config, params.weights, params.precision, out)
+    if params.precision not in ENGINE_PRECISIONS:
+        raise BackendError(
+            f"backend tensorrt: precision {params.precision} is not one of "
+            f"{', '.join(ENGINE_PRECISIONS)}"
+        )
+    if not params.engine_path:
+        raise BackendError(f"backend tensorrt needs engine_path (an engine folder): {hint}")
+    if not isinstance(model, FlashOCC):
+        raise BackendError(f"backend tensorrt cannot run a {type(model).__name__}")
+    mismatch = "rebuild" if params.build_only else params.engine_mismatch
+    return TensorRTBackend(
+        model, cfg, params.engine_path, params.precision, params.device, mismatch, hint
+    )
 
 
 def _onnxruntime_backend(cfg: ModelConfig, model: nn.Module, params: NodeConfig) -> Backend:
@@ -115,11 +236,29 @@ def create_pipeline(params: NodeConfig) -> OccupancyPipeline:
     cfg, model = load_model(params.model_config, params.weights)
     if tuple(params.camera_names) != cfg.camera_names:
         cfg = cfg.replace(camera_names=tuple(params.camera_names))
+    if params.build_only and params.backend != "tensorrt":
+        raise ConfigError("parameter build_only needs backend tensorrt")
     backend = make_backend(cfg, model, params)
+    if params.build_only:
+        done = f"build_only: {backend.name} engines in {params.engine_path} are built and load"
+        LOG.info("%s; exiting", done)
+        raise BuildOnlyDone(done)
     LOG.info("model %s on backend %s", cfg.name, backend.name)
     return OccupancyPipeline(
         cfg,
         backend,
         confidence=params.publish_confidence,
         max_gap_ns=int(params.history_max_gap_s * 1e9),
+        preprocess=pipeline_preprocessor(backend, params.device),
     )
+
+
+def pipeline_preprocessor(backend: Backend, device: str) -> Preprocessor:
+    """GPU preprocessing for backends that run on CUDA (torch fast path, TensorRT, torch on
+    cuda); the CPU reference (`preprocess_images`) otherwise."""
+    from flashocc_ros.runtime.cuda_fast import GpuPreprocessor
+
+    on_gpu = backend.name.startswith(("tensorrt", "torch-cuda", "torch-fast-cuda"))
+    if on_gpu and device.startswith("cuda") and torch.cuda.is_available():
+        return GpuPreprocessor(device)
+    return preprocess_images

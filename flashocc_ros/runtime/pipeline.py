@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,10 +17,14 @@ import torch
 
 from flashocc_ros.config import ModelConfig
 from flashocc_ros.model.geometry import Calibration
-from flashocc_ros.model.preprocess import preprocess_images
+from flashocc_ros.model.preprocess import Preprocessed, preprocess_images
 from flashocc_ros.runtime.backend import Backend, FramePoses
 
 LOG = logging.getLogger(__name__)
+
+#: (N BGR uint8 images, network input (H, W)) -> Preprocessed; `preprocess_images` on the CPU
+#: or `runtime.cuda_fast.GpuPreprocessor` on a GPU.
+Preprocessor = Callable[[Sequence[np.ndarray], tuple[int, int]], Preprocessed]
 
 
 class PipelineError(ValueError):
@@ -80,9 +84,11 @@ class OccupancyPipeline:
         *,
         confidence: bool = False,
         max_gap_ns: int = 1_500_000_000,
+        preprocess: Preprocessor = preprocess_images,
     ) -> None:
         self.cfg = cfg
         self.backend = backend
+        self.preprocess = preprocess
         self.confidence = confidence
         self.max_gap_ns = max_gap_ns
         self._last_stamp_ns: int | None = None
@@ -162,7 +168,7 @@ class OccupancyPipeline:
         self.check(cameras)
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        pre = preprocess_images([c.image for c in cameras], self.cfg.input_size)
+        pre = self.preprocess([c.image for c in cameras], self.cfg.input_size)
         calib = self.calibration(cameras, (pre.post_rot, pre.post_tran))
         t1 = time.perf_counter()
         timings["preprocess"] = (t1 - t0) * 1e3

@@ -1,0 +1,212 @@
+"""INT8 calibration data: bag frames through the node's own preprocessing, graph inputs, batches.
+In: a rosbag2 + NodeConfig + FlashOCC. Out: per-graph input tensors, a batch feeder, cache files.
+
+Frames come from `tools.replay.OfflineReplay` (the node's synchroniser, TF buffer, assembler,
+preprocessing and calibration) with a recording backend in place of the network, so the
+calibration inputs are exactly what the node feeds graph A. Graph B's inputs are BEV features:
+graph A's computation and the pooling run in PyTorch fp32 for each frame (`graph_inputs`).
+
+`BatchFeeder` is the TensorRT-independent part of the calibrator: it copies one batch per
+call into preallocated (CUDA) buffers and hands out their device pointers; the TensorRT
+subclass in `trt_build` only forwards to it. `CalibrationCache` stores TensorRT's cache with
+the sha256 of the ONNX graph it belongs to, so a cache of another export is never reused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from flashocc_ros.config import ModelConfig
+from flashocc_ros.model.bev_pool import bev_pool
+from flashocc_ros.model.flashocc import FlashOCC
+from flashocc_ros.model.geometry import Calibration, LiftGeometry
+from flashocc_ros.node_config import NodeConfig
+from flashocc_ros.runtime.backend import FramePoses
+
+LOG = logging.getLogger(__name__)
+
+
+class CalibrationError(RuntimeError):
+    """Calibration frames cannot be gathered or fed."""
+
+
+@dataclass(frozen=True)
+class CalibFrame:
+    """One preprocessed bundle, as the node hands it to the network."""
+
+    images: Tensor  # (1, N, 3, H, W) float32 normalised
+    calib: Calibration  # B = 1, key-ego folded extrinsics
+
+
+class RecordingBackend:
+    """A Backend that keeps its inputs and returns zero logits (no network runs)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        self.name = "recording"
+        self.frames: list[CalibFrame] = []
+        g = cfg.grid
+        self._zeros = torch.zeros(1).expand(1, g.size_x, g.size_y, g.size_z, cfg.num_classes)
+
+    def infer(self, images: Tensor, calib: Calibration, poses: FramePoses | None = None) -> Tensor:
+        self.frames.append(CalibFrame(images.detach().to("cpu", torch.float32), calib.to("cpu")))
+        return self._zeros  # (1, X, Y, Z, cls), no memory behind it
+
+    def reset(self) -> None:
+        """No history."""
+
+    def last_stage_timings_ms(self) -> dict[str, float]:
+        return {}
+
+
+def select_frames(count: int, max_frames: int, stride: int) -> list[int]:
+    """Indices of the bundles used for calibration: every `stride`-th, at most `max_frames`."""
+    if max_frames < 1 or stride < 1:
+        raise CalibrationError("calibration needs max_frames >= 1 and stride >= 1")
+    return list(range(0, count, stride))[:max_frames]
+
+
+def gather_calibration_frames(
+    bag: Path, params: NodeConfig, cfg: ModelConfig, max_frames: int = 64, stride: int = 1
+) -> list[CalibFrame]:
+    """Up to `max_frames` preprocessed bundles of `bag` (every `stride`-th), read exactly as
+    the node reads its topics (`OfflineReplay`: /<camera>/image_raw, camera_info, /tf)."""
+    from flashocc_ros.runtime.pipeline import OccupancyPipeline
+    from flashocc_ros.tools.replay import OfflineReplay
+
+    if not Path(bag).exists():
+        raise CalibrationError(f"calibration bag not found: {bag}")
+    recorder = RecordingBackend(cfg)
+    replay = OfflineReplay(params, OccupancyPipeline(cfg, recorder))
+    limit = (max_frames - 1) * stride + 1
+    try:
+        for _ in replay.run(Path(bag)):
+            if len(recorder.frames) >= limit:
+                break
+    except (OSError, ValueError, KeyError) as err:  # rosbags reader errors are ValueErrors
+        raise CalibrationError(f"cannot read calibration bag {bag}: {err}") from err
+    frames = [recorder.frames[i] for i in select_frames(len(recorder.frames), max_frames, stride)]
+    if not frames:
+        raise CalibrationError(
+            f"no complete camera bundle in {bag} for cameras {list(params.camera_names)} "
+            f"(dropped: {replay.stats.failures or 'none'})"
+        )
+    LOG.info("calibration: %d frame(s) from %s", len(frames), bag)
+    return frames
+
+
+@torch.inference_mode()
+def graph_inputs(
+    model: FlashOCC, cfg: ModelConfig, frames: Sequence[CalibFrame], device: str = "cpu"
+) -> dict[str, list[dict[str, Tensor]]]:
+    """Per graph name, one input batch per frame: graph A {"images": (N, 3, H, W)}, graph B
+    {"bev": (1, C·Dz, Y, X)} from graph A + pooling in PyTorch fp32 (tensors on the CPU)."""
+    model = model.to(device).eval()
+    geometry = LiftGeometry(cfg).to(device)
+    vt = model.img_view_transformer
+    a: list[dict[str, Tensor]] = []
+    b: list[dict[str, Tensor]] = []
+    for frame in frames:
+        images = frame.images.to(device)  # (1, N, 3, H, W)
+        feat = model.encode_images(images).feat  # (1, N, C, fH, fW)
+        depth, context = vt.depth_context(feat, frame.calib.to(device))
+        indices = geometry.indices(frame.calib.to(device))
+        ctx = context.permute(0, 1, 3, 4, 2).float().contiguous()  # (1, N, fH, fW, Cctx)
+        bev = bev_pool(depth.float(), ctx, indices, cfg.grid)  # (1, Cctx·Dz, Y, X)
+        a.append({"images": images[0].cpu()})
+        b.append({"bev": bev.cpu()})
+    return {"image_to_depth": a, "bev_to_logits": b}
+
+
+class BatchFeeder:
+    """Copies calibration batches into preallocated buffers, one batch per `next_pointers`.
+
+    `buffers` maps each network input name to a tensor of the batch's shape on the device
+    TensorRT reads (CUDA in a build, CPU in tests); the pointers handed out stay valid while
+    the feeder lives. Batch size is 1 frame (static-shape engines).
+    """
+
+    def __init__(
+        self, batches: Sequence[Mapping[str, Tensor]], buffers: Mapping[str, Tensor]
+    ) -> None:
+        if not batches:
+            raise CalibrationError("no calibration batches")
+        for i, batch in enumerate(batches):
+            if set(batch) != set(buffers):
+                raise CalibrationError(
+                    f"batch {i} has inputs {sorted(batch)}, the network {sorted(buffers)}"
+                )
+            for name, t in batch.items():
+                if tuple(t.shape) != tuple(buffers[name].shape):
+                    raise CalibrationError(
+                        f"batch {i} input {name!r} is {tuple(t.shape)}, the network expects "
+                        f"{tuple(buffers[name].shape)}"
+                    )
+        self.batches = list(batches)
+        self.buffers = dict(buffers)
+        self.fed = 0  # batches handed out so far
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def next_pointers(self, names: Sequence[str]) -> list[int] | None:
+        """Device pointers of the next batch in `names` order, or None when all were fed."""
+        if self.fed >= len(self.batches):
+            return None
+        unknown = [n for n in names if n not in self.buffers]
+        if unknown:
+            raise CalibrationError(f"TensorRT asked for unknown inputs {unknown}")
+        batch = self.batches[self.fed]
+        for name in names:
+            self.buffers[name].copy_(batch[name])
+        if any(b.is_cuda for b in self.buffers.values()):
+            torch.cuda.synchronize()  # TensorRT reads the buffers on its own stream
+        self.fed += 1
+        return [int(self.buffers[n].data_ptr()) for n in names]
+
+    def reset(self) -> None:
+        self.fed = 0
+
+    def __iter__(self) -> Iterator[Mapping[str, Tensor]]:
+        return iter(self.batches)
+
+
+class CalibrationCache:
+    """TensorRT's calibration cache at `path`, valid only for the ONNX graph `onnx_sha256`.
+
+    A sidecar `<path>.json` records that sha256; `read` returns None for a cache of another
+    graph (so TensorRT calibrates again) and `write` stores both.
+    """
+
+    def __init__(self, path: Path, onnx_sha256: str) -> None:
+        self.path = Path(path)
+        self.onnx_sha256 = onnx_sha256
+        self.sidecar = self.path.with_name(self.path.name + ".json")
+
+    def valid(self) -> bool:
+        if not self.path.is_file() or not self.sidecar.is_file():
+            return False
+        try:
+            recorded = json.loads(self.sidecar.read_text()).get("onnx_sha256")
+        except (OSError, ValueError, AttributeError):
+            return False
+        return bool(recorded == self.onnx_sha256)
+
+    def read(self) -> bytes | None:
+        if not self.valid():
+            return None
+        LOG.info("calibration: using cache %s", self.path)
+        return self.path.read_bytes()
+
+    def write(self, data: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(self.path)
+        self.sidecar.write_text(json.dumps({"onnx_sha256": self.onnx_sha256}) + "\n")

@@ -1,0 +1,367 @@
+"""TensorRT 10.x engine building from the two-graph ONNX export (FP32, FP16, INT8 entropy PTQ).
+In: FlashOCC + ModelConfig + engine folder + precision (+ calibration frames for INT8).
+Out: <graph>.<precision>.engine + .json per graph, timing cache, INT8 calibration caches.
+
+Graph A (images -> depth, context) and graph B (BEV -> logits) become one engine each; the
+pooling stays outside, between them (runtime/trt_backend.py). Building needs an NVIDIA GPU and
+the TensorRT 10.x Python runtime (`tensorrt-cu12` / `tensorrt-cu13` 10.x): TensorRT 11 removed
+BuilderFlag.FP16/INT8 and the INT8 calibrators, so other major versions are refused.
+
+Per graph: parse the ONNX file, set the precision flags (INT8 also allows FP16 for layers
+without INT8 kernels), attach the entropy calibrator, the progress monitor and the timing
+cache, build, write the engine, save the timing cache, then write the metadata JSON (last).
+Layout, metadata and the load/refuse/rebuild rules live in `engine_meta` (no TensorRT there).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from flashocc_ros.config import ModelConfig
+from flashocc_ros.deploy.calibration import (
+    BatchFeeder,
+    CalibFrame,
+    CalibrationCache,
+    CalibrationError,
+    graph_inputs,
+)
+from flashocc_ros.deploy.engine_meta import (
+    GRAPHS,
+    EngineError,
+    EngineLayout,
+    EngineMetadata,
+    Platform,
+    cuda_platform,
+    make_metadata,
+)
+from flashocc_ros.deploy.onnx_export import (
+    ExportError,
+    ExportMetadata,
+    export_onnx,
+    file_sha256,
+    verify_export,
+    weights_sha256,
+)
+from flashocc_ros.model.flashocc import FlashOCC
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+    from typing_extensions import Buffer
+
+LOG = logging.getLogger(__name__)
+
+#: The TensorRT major version whose Python API this module uses.
+TENSORRT_MAJOR = 10
+
+
+def load_tensorrt() -> str:
+    """The TensorRT version when a usable 10.x runtime is installed; EngineError otherwise.
+
+    A bare `import tensorrt` is not enough: type-stub packages install an empty `tensorrt`
+    namespace folder that imports without any TensorRT library behind it.
+    """
+    try:
+        import tensorrt
+    except (ImportError, OSError) as err:  # OSError: bindings present, libraries missing
+        raise EngineError(
+            f"TensorRT is not importable ({err}); install the 10.x Python runtime, "
+            "e.g. pip install 'tensorrt-cu12>=10,<11'"
+        ) from err
+    version = str(getattr(tensorrt, "__version__", ""))
+    if not hasattr(tensorrt, "Builder") or not version:
+        raise EngineError(
+            "the installed `tensorrt` has no runtime (type stubs only?); install the 10.x "
+            "Python runtime, e.g. pip install 'tensorrt-cu12>=10,<11'"
+        )
+    if not version.startswith(f"{TENSORRT_MAJOR}."):
+        raise EngineError(
+            f"TensorRT {version} installed; this build needs the {TENSORRT_MAJOR}.x line "
+            "(TensorRT 11 removed the FP16/INT8 builder flags and INT8 calibrators)"
+        )
+    return version
+
+
+def tensorrt_missing_reason() -> str | None:
+    """Why TensorRT cannot be used here (None when a 10.x runtime imports)."""
+    try:
+        load_tensorrt()
+    except EngineError as err:
+        return str(err)
+    return None
+
+
+class BuildProgress:
+    """TensorRT builder progress as log lines: one per phase start/finish of the top phases,
+    one per 25 % of the steps of a phase. Thread-safe enough for logging (TensorRT may call
+    from several threads; each call logs at most one line)."""
+
+    def __init__(self, label: str, log: logging.Logger = LOG) -> None:
+        self.label = label
+        self.log = log
+        self.steps: dict[str, int] = {}
+        self.reported: dict[str, int] = {}
+        self.depth: dict[str, int] = {}
+        self.lines = 0
+
+    def phase_start(self, phase: str, parent: str | None, num_steps: int) -> None:
+        self.steps[phase] = max(int(num_steps), 1)
+        self.reported[phase] = 0
+        self.depth[phase] = 0 if not parent else self.depth.get(parent, 0) + 1
+        if self.depth[phase] <= 1:
+            self._emit(f"{'  ' * self.depth[phase]}{phase} ({num_steps} steps)")
+
+    def step_complete(self, phase: str, step: int) -> bool:
+        total = self.steps.get(phase, 1)
+        quarter = (int(step) + 1) * 4 // total
+        if self.depth.get(phase, 0) <= 1 and quarter > self.reported.get(phase, 0):
+            self.reported[phase] = quarter
+            self._emit(f"{'  ' * self.depth.get(phase, 0)}{phase}: {min(quarter, 4) * 25} %")
+        return True  # False would cancel the build
+
+    def phase_finish(self, phase: str) -> None:
+        if self.depth.get(phase, 0) == 0:
+            self._emit(f"{phase} done")
+
+    def _emit(self, text: str) -> None:
+        self.lines += 1
+        self.log.info("[%s] %s", self.label, text)
+
+
+def make_progress_monitor(progress: BuildProgress) -> trt.IProgressMonitor:
+    """A `trt.IProgressMonitor` forwarding to `progress` (TensorRT >= 10.0 has the class)."""
+    import tensorrt as trt
+
+    class _Monitor(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            progress.phase_start(phase_name, parent_phase, num_steps)
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            return progress.step_complete(phase_name, step)
+
+        def phase_finish(self, phase_name: str) -> None:
+            progress.phase_finish(phase_name)
+
+    return _Monitor()
+
+
+def make_entropy_calibrator(
+    feeder: BatchFeeder, cache: CalibrationCache
+) -> trt.IInt8EntropyCalibrator2:
+    """A `trt.IInt8EntropyCalibrator2` fed by `feeder` with its cache in `cache`.
+
+    Exceptions inside TensorRT callbacks would be swallowed, so a failed batch is logged,
+    remembered in `.error` and ends the calibration (None); the builder then reports failure.
+    """
+
+    import tensorrt as trt
+
+    class _Calibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.error: Exception | None = None
+            self.feeder = feeder  # keeps the device buffers alive as long as TensorRT may read
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names: list[str]) -> list[int] | None:
+            try:
+                return feeder.next_pointers(names)
+            except (CalibrationError, RuntimeError) as err:
+                LOG.error("calibration batch failed: %s", err)
+                self.error = err
+                return None
+
+        def read_calibration_cache(self) -> bytes | None:
+            return cache.read()
+
+        def write_calibration_cache(self, data: Buffer) -> None:
+            cache.write(bytes(data))
+
+    return _Calibrator()
+
+
+def ensure_export(model: FlashOCC, cfg: ModelConfig, onnx_dir: Path) -> ExportMetadata:
+    """The ONNX export in `onnx_dir` for this model, exported again when missing or stale."""
+    try:
+        return verify_export(onnx_dir, cfg, weights_sha256(model))
+    except ExportError as err:
+        LOG.info("ONNX export: %s; exporting to %s", err, onnx_dir)
+    return export_onnx(model, cfg, onnx_dir)
+
+
+def int8_rebuild_blocker(layout: EngineLayout, cfg: ModelConfig, weights_hash: str | None) -> str:
+    """Why an INT8 folder cannot be rebuilt unattended ("" when it can, or for fp32/fp16): a
+    rebuild without calibration frames needs valid calibration caches of the current export."""
+    if layout.precision != "int8":
+        return ""
+    try:
+        export = verify_export(layout.onnx_dir, cfg, weights_hash)
+    except ExportError as err:
+        return f"an int8 rebuild needs calibration frames ({err})"
+    for graph, spec in zip(GRAPHS, (export.image_graph, export.bev_graph), strict=True):
+        cache = CalibrationCache(layout.calib_cache(graph), spec.sha256)
+        if not cache.valid():
+            return f"an int8 rebuild needs calibration frames: no valid cache {cache.path}"
+    return ""
+
+
+def _parse(
+    builder: trt.Builder, logger: trt.ILogger, onnx_path: Path
+) -> tuple[trt.INetworkDefinition, trt.OnnxParser]:
+    import tensorrt as trt
+
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes(), str(onnx_path)):
+        errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
+        raise EngineError(f"TensorRT cannot parse {onnx_path.name}: {'; '.join(errors)}")
+    return network, parser
+
+
+def _load_timing_cache(config: trt.IBuilderConfig, path: Path | None) -> trt.ITimingCache:
+    data = path.read_bytes() if path is not None and path.is_file() else b""
+    cache = config.create_timing_cache(data)
+    if not config.set_timing_cache(cache, False):
+        LOG.warning("timing cache %s does not match this TensorRT/GPU: starting empty", path)
+        config.set_timing_cache(config.create_timing_cache(b""), True)
+    elif data:
+        LOG.info("timing cache: %s (%d bytes)", path, len(data))
+    return cache
+
+
+def build_engine(
+    onnx_path: Path,
+    engine_path: Path,
+    precision: str,
+    *,
+    timing_cache: Path | None = None,
+    calibrator: trt.IInt8Calibrator | None = None,
+    workspace_gib: float = 4.0,
+) -> None:
+    """One engine from one ONNX file; writes `engine_path` (atomically) and the timing cache."""
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network, _parser = _parse(builder, logger, onnx_path)
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    if precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)
+    if precision == "int8":
+        if calibrator is None:
+            raise EngineError("int8 needs a calibrator (calibration frames or a cache)")
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.int8_calibrator = calibrator
+    progress = BuildProgress(f"{onnx_path.stem} {precision}")
+    monitor = None  # must outlive the build: held here until this function returns
+    if hasattr(trt, "IProgressMonitor"):
+        monitor = make_progress_monitor(progress)
+        config.progress_monitor = monitor
+    else:
+        LOG.info("this TensorRT has no IProgressMonitor: progress is logged per graph only")
+    _load_timing_cache(config, timing_cache)
+    t0 = time.perf_counter()
+    LOG.info("building %s (%s) ... this takes minutes", engine_path.name, precision)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        err = getattr(calibrator, "error", None)
+        extra = f" (calibration: {err})" if err else ""
+        raise EngineError(f"TensorRT failed to build {engine_path.name}{extra}")
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = engine_path.with_name(engine_path.name + ".tmp")
+    tmp.write_bytes(memoryview(serialized))
+    tmp.replace(engine_path)
+    if timing_cache is not None:
+        timing_cache.parent.mkdir(parents=True, exist_ok=True)
+        timing_cache.write_bytes(memoryview(config.get_timing_cache().serialize()))
+    LOG.info("built %s in %.1f s", engine_path.name, time.perf_counter() - t0)
+
+
+def _calibrator(
+    graph: str,
+    layout: EngineLayout,
+    export: ExportMetadata,
+    batches: dict[str, list[dict[str, torch.Tensor]]] | None,
+    device: str,
+) -> tuple[trt.IInt8Calibrator, dict[str, Any]]:
+    spec = export.image_graph if graph == GRAPHS[0] else export.bev_graph
+    cache = CalibrationCache(layout.calib_cache(graph), spec.sha256)
+    if batches is None and not cache.valid():
+        raise EngineError(
+            f"int8: no calibration frames and no calibration cache for this export at "
+            f"{cache.path}; pass --calib-bag BAG"
+        )
+    buffers = {name: torch.empty(shape, device=device) for name, shape in spec.inputs.items()}
+    if batches is None:  # cache only: TensorRT reads the cache and asks for no batch
+        zeros = {name: torch.zeros(shape) for name, shape in spec.inputs.items()}
+        feeder = BatchFeeder([zeros], buffers)
+        feeder.fed = 1
+        info: dict[str, Any] = {"source": "cache", "cache": str(cache.path)}
+    else:
+        feeder = BatchFeeder(batches[graph], buffers)
+        info = {"source": "frames", "frames": len(feeder), "cache": str(cache.path)}
+    return make_entropy_calibrator(feeder, cache), info
+
+
+def build_engines(
+    model: FlashOCC,
+    cfg: ModelConfig,
+    layout: EngineLayout,
+    *,
+    calib_frames: Sequence[CalibFrame] | None = None,
+    calib_source: str = "",
+    timing_cache: Path | None = None,
+    workspace_gib: float = 4.0,
+    device: str = "cuda",
+) -> list[EngineMetadata]:
+    """Export (if needed) and build both engines of `layout`; returns their metadata.
+
+    INT8 uses `calib_frames` (bag frames through the node's preprocessing) or, without them,
+    valid calibration caches in the folder. Metadata is removed before and written after each
+    engine, so an interrupted build leaves no usable-looking engine behind.
+    """
+    platform: Platform = cuda_platform(load_tensorrt(), device)
+    export = ensure_export(model, cfg, layout.onnx_dir)
+    batches = None
+    if layout.precision == "int8" and calib_frames:
+        batches = graph_inputs(model, cfg, calib_frames, device)
+    cache_path = timing_cache if timing_cache is not None else layout.timing_cache
+    out = []
+    for graph in GRAPHS:
+        layout.metadata(graph).unlink(missing_ok=True)
+        calibrator: trt.IInt8Calibrator | None = None
+        info: dict[str, Any] = {}
+        if layout.precision == "int8":
+            calibrator, info = _calibrator(graph, layout, export, batches, device)
+            info["bag"] = calib_source
+        build_engine(
+            layout.onnx(graph),
+            layout.engine(graph),
+            layout.precision,
+            timing_cache=cache_path,
+            calibrator=calibrator,
+            workspace_gib=workspace_gib,
+        )
+        meta = make_metadata(
+            graph,
+            layout.precision,
+            export,
+            platform,
+            file_sha256(layout.engine(graph)),
+            torch_version=torch.__version__,
+            calibration=info,
+        )
+        layout.metadata(graph).write_text(meta.to_json())
+        out.append(meta)
+    return out

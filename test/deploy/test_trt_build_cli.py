@@ -1,0 +1,201 @@
+"""build_engine CLI error paths, the factory's TensorRT wiring, `auto` choice and its log line.
+In: tiny config with random weights; TensorRT/CUDA facts passed in or monkeypatched.
+Out: pass/fail (CPU only; nothing here needs TensorRT or a GPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from flashocc_ros.config import ConfigError, GridConfig, model_config
+from flashocc_ros.deploy.engine_meta import GRAPHS, EngineLayout
+from flashocc_ros.model.flashocc import FlashOCC, build_model
+from flashocc_ros.node_config import NodeConfig, node_config_from_mapping
+from flashocc_ros.runtime import factory
+from flashocc_ros.runtime.backend import BackendError, TorchBackend
+from flashocc_ros.runtime.factory import BuildOnlyDone, auto_choice, create_pipeline, make_backend
+from flashocc_ros.tools import build_engine
+
+torch.set_num_threads(1)
+TINY = model_config("tiny").replace(
+    grid=GridConfig(x_min=-12.8, x_max=12.8, y_min=-12.8, y_max=12.8)
+)
+NO_TRT = "TensorRT is not importable (test)"
+
+
+def params(**values: object) -> NodeConfig:
+    return node_config_from_mapping({"model_config": "tiny", "weights": "random", **values})
+
+
+@pytest.fixture(scope="module")
+def model() -> FlashOCC:
+    torch.manual_seed(0)
+    return build_model(TINY).eval()
+
+
+def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model-config", "nope"], "unknown model config"),
+        (["--model-config", "tiny-stereo"], "single-frame configs only"),
+        (["--weights", "/no/such.safetensors"], "weights file not found"),
+        (
+            ["--calib-bag", "/no/such/bag", "--precision", "int8"],
+            "--calib-bag /no/such/bag not found",
+        ),
+        (["--calib-frames", "0"], "--calib-frames and --calib-stride must be >= 1"),
+        (["--precision", "int8"], "--precision int8 needs --calib-bag BAG"),
+    ],
+)
+def test_user_mistakes_end_in_one_line_and_exit_2(
+    args: list[str], message: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = ["--model-config", "tiny", "--weights", "random", "--out", str(tmp_path / "e")]
+    assert build_engine.main([*base, *args]) == 2
+    errors = _errors(caplog)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("flashocc-build-engine: ") and message in errors[0], errors
+    assert "Traceback" not in caplog.text
+
+
+def test_calib_bag_is_refused_for_float_engines(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = ["--model-config", "tiny", "--weights", "random", "--out", str(tmp_path / "e")]
+    assert build_engine.main([*base, "--precision", "fp16", "--calib-bag", str(tmp_path)]) == 2
+    assert "for --precision int8 only" in _errors(caplog)[0]
+
+
+def test_out_must_be_a_folder(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "file").write_text("x")
+    args = ["--model-config", "tiny", "--weights", "random", "--out", str(tmp_path / "file")]
+    assert build_engine.main(args) == 2
+    assert "is not a folder" in _errors(caplog)[0]
+
+
+def test_missing_tensorrt_is_a_user_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flashocc_ros.deploy import trt_build
+    from flashocc_ros.deploy.engine_meta import EngineError
+
+    def missing() -> str:
+        raise EngineError(NO_TRT)
+
+    monkeypatch.setattr(trt_build, "load_tensorrt", missing)
+    args = ["--model-config", "tiny", "--weights", "random", "--out", str(tmp_path / "e")]
+    assert build_engine.main(args) == 2
+    assert _errors(caplog) == [f"flashocc-build-engine: {NO_TRT}"]
+    assert not (tmp_path / "e").exists()  # nothing exported or built before the check
+
+
+def _facts(**kw: object) -> dict[str, object]:
+    return {"cuda_available": True, "tensorrt_missing": None, "engines_present": True, **kw}
+
+
+@pytest.mark.parametrize(
+    ("values", "facts", "kind", "device", "precision", "reason"),
+    [
+        ({"device": "cuda", "engine_path": "e", "precision": "fp16"}, {},
+         "tensorrt", "cuda", "fp16", ""),
+        ({"device": "cpu", "precision": "int8"}, {}, "torch", "cpu", "fp32", "device is cpu"),
+        ({"device": "cuda", "precision": "fp16"}, {"cuda_available": False},
+         "torch", "cpu", "fp32", "CUDA is not available"),
+        ({"device": "cuda", "engine_path": "e", "precision": "int8"}, {"tensorrt_missing": NO_TRT},
+         "torch", "cuda", "fp16", NO_TRT),
+        ({"device": "cuda:1", "precision": "fp16"}, {},
+         "torch", "cuda:1", "fp16", "engine_path is empty"),
+        ({"device": "cuda", "engine_path": "e", "precision": "fp32"}, {"engines_present": False},
+         "torch", "cuda", "fp32", "no fp32 engines in e"),
+    ],
+)  # fmt: skip
+def test_auto_choice(
+    values: dict[str, object],
+    facts: dict[str, object],
+    kind: str,
+    device: str,
+    precision: str,
+    reason: str,
+) -> None:
+    choice = auto_choice(TINY, params(**values), **_facts(**facts))  # type: ignore[arg-type]
+    assert (choice.kind, choice.device, choice.precision) == (kind, device, precision)
+    assert reason in choice.reason and (reason != "") == (choice.reason != "")
+
+
+def test_auto_refuses_temporal_models_for_tensorrt() -> None:
+    stereo = model_config("tiny-stereo")
+    choice = auto_choice(stereo, params(device="cuda", engine_path="e"), **_facts())  # type: ignore[arg-type]
+    assert choice.kind == "torch" and "single-frame" in choice.reason
+
+
+def test_auto_falls_back_with_exactly_one_line(
+    model: FlashOCC, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO, logger=factory.LOG.name)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    backend = make_backend(TINY, model, params(backend="auto", device="cuda", precision="fp16"))
+    assert isinstance(backend, TorchBackend) and backend.name == "torch-cpu-fp32"
+    lines = [r for r in caplog.records if r.name == factory.LOG.name]
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING
+    assert lines[0].getMessage() == (
+        "backend auto: torch on cpu (fp32) because CUDA is not available here"
+    )
+    caplog.clear()
+    make_backend(TINY, model, params(backend="auto"))
+    lines = [r for r in caplog.records if r.name == factory.LOG.name]
+    assert [(r.levelno, r.getMessage()) for r in lines] == [
+        (logging.INFO, "backend auto: torch on cpu (fp32) because device is cpu")
+    ]
+
+
+def test_engines_present_needs_both_engines_and_metadata(tmp_path: Path) -> None:
+    p = params(engine_path=str(tmp_path), precision="fp16")
+    assert not factory._engines_present(p)
+    layout = EngineLayout(tmp_path, "fp16")
+    for graph in GRAPHS:
+        layout.engine(graph).write_bytes(b"e")
+    assert not factory._engines_present(p)
+    for graph in GRAPHS:
+        layout.metadata(graph).write_text("{}")
+    assert factory._engines_present(p)
+    assert not factory._engines_present(p.replace(precision="bf16"))
+
+
+def test_tensorrt_backend_refusals_name_the_build_command(
+    model: FlashOCC, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(BackendError, match=r"engine_path.*build_engine --model-config tiny"):
+        make_backend(TINY, model, params(backend="tensorrt", precision="fp16"))
+    with pytest.raises(BackendError, match="precision bf16"):
+        make_backend(TINY, model, params(backend="tensorrt", precision="bf16", engine_path="e"))
+    from flashocc_ros.deploy import trt_build
+    from flashocc_ros.deploy.engine_meta import EngineError
+
+    def missing() -> str:
+        raise EngineError(NO_TRT)
+
+    monkeypatch.setattr(trt_build, "load_tensorrt", missing)
+    with pytest.raises(BackendError, match=re.escape(f"backend tensorrt: {NO_TRT}")):
+        make_backend(TINY, model, params(backend="tensorrt", precision="fp16", engine_path="e"))
+
+
+def test_build_only_needs_tensorrt_and_exits_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="build_only needs backend tensorrt"):
+        create_pipeline(params(build_only=True, backend="torch"))
+
+    class Built:
+        name = "tensorrt-fp16"
+
+    monkeypatch.setattr(factory, "make_backend", lambda *a: Built())
+    with pytest.raises(BuildOnlyDone) as done:
+        create_pipeline(params(build_only=True, backend="tensorrt", engine_path="e"))
+    assert done.value.code == 0 and "tensorrt-fp16 engines in e" in done.value.message

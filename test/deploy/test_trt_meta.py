@@ -1,0 +1,225 @@
+"""Engine folder layout, engine metadata, mismatch reasons and the load/rebuild/refuse decision.
+In: fake platforms, fake engine bytes and a fake export description (no TensorRT, no GPU).
+Out: pass/fail in well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flashocc_ros.config import GridConfig, model_config
+from flashocc_ros.deploy.calibration import CalibrationCache
+from flashocc_ros.deploy.engine_meta import (
+    GRAPHS,
+    EngineAction,
+    EngineError,
+    EngineLayout,
+    EngineMetadata,
+    Expected,
+    Platform,
+    build_command,
+    check_engines,
+    decide,
+    make_metadata,
+    metadata_mismatches,
+)
+from flashocc_ros.deploy.onnx_export import (
+    METADATA_FILE,
+    ExportMetadata,
+    GraphSpec,
+    file_sha256,
+    graph_shapes,
+)
+from flashocc_ros.deploy.trt_build import int8_rebuild_blocker
+from flashocc_ros.runtime.trt_backend import Binding, binding_problems
+
+TINY = model_config("tiny").replace(
+    grid=GridConfig(x_min=-12.8, x_max=12.8, y_min=-12.8, y_max=12.8)
+)
+PLATFORM = Platform("10.13.0.35", "NVIDIA GeForce RTX 3090", "8.6")
+WEIGHTS = "ab" * 32
+
+
+def fake_export(cfg=TINY) -> ExportMetadata:  # type: ignore[no-untyped-def]
+    a, b = graph_shapes(cfg)
+    return ExportMetadata(
+        model_config=cfg.to_dict(),
+        weights_sha256=WEIGHTS,
+        opset=17,
+        torch_version="t",
+        onnx_version="o",
+        image_graph=GraphSpec(a.file, "a" * 64, a.inputs, a.outputs),
+        bev_graph=GraphSpec(b.file, "b" * 64, b.inputs, b.outputs),
+    )
+
+
+def write_engines(root: Path, precision: str, platform: Platform = PLATFORM) -> EngineLayout:
+    """A folder as build_engines leaves it, with fake engine bytes."""
+    layout = EngineLayout(root, precision)
+    root.mkdir(parents=True, exist_ok=True)
+    for graph in GRAPHS:
+        layout.engine(graph).write_bytes(f"engine {graph} {precision}".encode())
+        meta = make_metadata(
+            graph, precision, fake_export(), platform, file_sha256(layout.engine(graph))
+        )
+        layout.metadata(graph).write_text(meta.to_json())
+    return layout
+
+
+def expected(precision: str = "fp16", platform: Platform = PLATFORM) -> Expected:
+    return Expected(TINY, WEIGHTS, precision, platform)
+
+
+def test_layout_names_every_file(tmp_path: Path) -> None:
+    layout = EngineLayout(tmp_path, "int8")
+    assert layout.engine("image_to_depth") == tmp_path / "image_to_depth.int8.engine"
+    assert layout.metadata("bev_to_logits") == tmp_path / "bev_to_logits.int8.json"
+    assert layout.onnx("bev_to_logits") == tmp_path / "onnx" / "bev_to_logits.onnx"
+    assert layout.calib_cache("image_to_depth") == tmp_path / "calib/image_to_depth.int8.calib"
+    assert layout.timing_cache == tmp_path / "timing.cache"
+    with pytest.raises(EngineError, match="unknown graph"):
+        layout.engine("neck")
+    with pytest.raises(EngineError, match="fp32, fp16, int8"):
+        EngineLayout(tmp_path, "bf16")
+
+
+def test_metadata_records_shapes_hashes_and_platform() -> None:
+    meta = make_metadata("bev_to_logits", "fp16", fake_export(), PLATFORM, "e" * 64)
+    g = TINY.grid
+    assert meta.inputs == {"bev": [1, TINY.context_channels, g.size_y, g.size_x]}
+    assert meta.outputs == {"logits": [1, g.size_x, g.size_y, g.size_z, TINY.num_classes]}
+    assert meta.onnx_sha256 == {"image_to_depth.onnx": "a" * 64, "bev_to_logits.onnx": "b" * 64}
+    assert (meta.tensorrt_version, meta.gpu_name, meta.compute_capability) == (
+        "10.13.0.35",
+        "NVIDIA GeForce RTX 3090",
+        "8.6",
+    )
+    assert EngineMetadata.from_json(meta.to_json()) == meta
+    assert metadata_mismatches(meta, expected()) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"precision": "fp32"}, "precision fp16 != requested fp32"),
+        ({"platform": Platform("10.9.0.34", PLATFORM.gpu_name, "8.6")}, "TensorRT 10.13.0.35"),
+        ({"platform": Platform(PLATFORM.tensorrt_version, "NVIDIA A100", "8.0")}, "capability"),
+        ({"platform": Platform(PLATFORM.tensorrt_version, "RTX A6000", "8.6")}, "GPU"),
+        ({"weights_sha256": "cd" * 32}, "weights sha256 abababababab"),
+        ({"cfg": TINY.replace(depth_step=2.0)}, "depth_step"),
+        ({"cfg": TINY.replace(camera_names=("A", "B"))}, "N: export has 6 cameras"),
+    ],
+)
+def test_each_mismatch_is_named(change: dict[str, object], match: str) -> None:
+    meta = make_metadata("image_to_depth", "fp16", fake_export(), PLATFORM, "e" * 64)
+    want = Expected(
+        change.get("cfg", TINY),  # type: ignore[arg-type]
+        change.get("weights_sha256", WEIGHTS),  # type: ignore[arg-type]
+        change.get("precision", "fp16"),  # type: ignore[arg-type]
+        change.get("platform", PLATFORM),  # type: ignore[arg-type]
+    )
+    reasons = metadata_mismatches(meta, want)
+    assert len(reasons) >= 1
+    assert any(match in r for r in reasons), reasons
+
+
+def test_renamed_cameras_keep_the_engines() -> None:
+    meta = make_metadata("image_to_depth", "fp32", fake_export(), PLATFORM, "e" * 64)
+    renamed = TINY.replace(camera_names=tuple(f"cam{i}" for i in range(6)))
+    assert metadata_mismatches(meta, Expected(renamed, WEIGHTS, "fp32", PLATFORM)) == []
+
+
+def test_check_engines_finds_missing_changed_and_foreign(tmp_path: Path) -> None:
+    assert check_engines(EngineLayout(tmp_path / "none", "fp16"), expected()) == [
+        "image_to_depth: image_to_depth.fp16.engine missing",
+        "bev_to_logits: bev_to_logits.fp16.engine missing",
+    ]
+    layout = write_engines(tmp_path / "ok", "fp16")
+    assert check_engines(layout, expected()) == []
+    other = Platform("10.14.1.48", PLATFORM.gpu_name, "8.6")
+    assert len(check_engines(layout, expected(platform=other))) == 2  # both graphs
+    with layout.engine("bev_to_logits").open("ab") as f:
+        f.write(b"\0")
+    assert check_engines(layout, expected()) == [
+        "bev_to_logits: bev_to_logits.fp16.engine changed after it was built (sha256)"
+    ]
+    layout.metadata("image_to_depth").write_text("{not json")
+    assert (
+        "image_to_depth: image_to_depth.fp16.json unreadable"
+        in check_engines(layout, expected())[0]
+    )
+    data = json.loads(layout.metadata("bev_to_logits").read_text())
+    data["format_version"] = 7
+    layout.metadata("bev_to_logits").write_text(json.dumps(data))
+    assert any("metadata format 7" in r for r in check_engines(layout, expected()))
+    layout.metadata("bev_to_logits").unlink()
+    assert "bev_to_logits: bev_to_logits.fp16.json missing" in check_engines(layout, expected())
+
+
+def test_decision_load_refuse_rebuild() -> None:
+    cmd = build_command("demo", "w.safetensors", "fp16", "engines/demo")
+    assert cmd == (
+        "python -m flashocc_ros.tools.build_engine --model-config demo --weights w.safetensors "
+        "--precision fp16 --out engines/demo"
+    )
+    assert decide([], "refuse", cmd).action is EngineAction.LOAD
+    refused = decide(["a: old", "b: older"], "refuse", cmd)
+    assert refused.action is EngineAction.REFUSE
+    assert "a: old; b: older" in refused.message
+    assert cmd in refused.message and "engine_mismatch:=rebuild" in refused.message
+    rebuild = decide(["a: old"], "rebuild", cmd)
+    assert rebuild.action is EngineAction.BUILD and "a: old" in rebuild.message
+    blocked = decide(["a: old"], "rebuild", cmd, "needs calibration frames")
+    assert blocked.action is EngineAction.REFUSE
+    assert (
+        "needs calibration frames" in blocked.message and "engine_mismatch" not in blocked.message
+    )
+    with pytest.raises(EngineError, match="refuse or rebuild"):
+        decide([], "ask", cmd)
+    assert build_command("tiny", "", "int8", "e", "b.mcap").endswith("--out e --calib-bag b.mcap")
+
+
+def test_int8_rebuild_needs_caches_of_this_export(tmp_path: Path) -> None:
+    layout = EngineLayout(tmp_path, "int8")
+    assert int8_rebuild_blocker(EngineLayout(tmp_path, "fp16"), TINY, WEIGHTS) == ""
+    assert "calibration frames" in int8_rebuild_blocker(layout, TINY, WEIGHTS)  # no export
+    # An export folder whose graph files match their metadata (contents are not parsed here).
+    layout.onnx_dir.mkdir()
+    export = fake_export()
+    specs = []
+    for spec in (export.image_graph, export.bev_graph):
+        (layout.onnx_dir / spec.file).write_bytes(spec.file.encode())
+        specs.append(
+            GraphSpec(
+                spec.file, file_sha256(layout.onnx_dir / spec.file), spec.inputs, spec.outputs
+            )
+        )
+    export = ExportMetadata(**{**export.__dict__, "image_graph": specs[0], "bev_graph": specs[1]})
+    (layout.onnx_dir / METADATA_FILE).write_text(export.to_json())
+    assert "no valid cache" in int8_rebuild_blocker(layout, TINY, WEIGHTS)
+    for graph, spec in zip(GRAPHS, specs, strict=True):
+        CalibrationCache(layout.calib_cache(graph), spec.sha256).write(b"cache")
+    assert int8_rebuild_blocker(layout, TINY, WEIGHTS) == ""
+    CalibrationCache(layout.calib_cache("bev_to_logits"), "0" * 64).write(b"other export")
+    assert "bev_to_logits.int8.calib" in int8_rebuild_blocker(layout, TINY, WEIGHTS)
+
+
+def test_engine_bindings_are_checked_against_metadata() -> None:
+    import torch
+
+    meta = make_metadata("bev_to_logits", "fp16", fake_export(), PLATFORM, "e" * 64)
+    (name_in, shape_in), (name_out, shape_out) = *meta.inputs.items(), *meta.outputs.items()
+    good = [
+        Binding(name_in, tuple(shape_in), torch.float32, True),
+        Binding(name_out, tuple(shape_out), torch.float32, False),
+    ]
+    assert binding_problems(good, meta) == []
+    swapped = [Binding(name_in, tuple(shape_out), torch.float32, True), good[1]]
+    assert "engine inputs" in binding_problems(swapped, meta)[0]
+    dynamic = [Binding(name_in, (-1, *shape_in[1:]), torch.float32, True), good[1]]
+    assert any("dynamic shapes" in p for p in binding_problems(dynamic, meta))
+    renamed = [good[0], Binding("out", tuple(shape_out), torch.float32, False)]
+    assert "engine outputs {'out'" in binding_problems(renamed, meta)[0]
