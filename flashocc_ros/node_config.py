@@ -23,6 +23,8 @@ _ENUMS: dict[str, tuple[str, ...]] = {
     "backend": ("auto", "torch", "onnxruntime", "tensorrt"),
     "precision": ("fp32", "fp16", "bf16", "int8"),
     "input_reliability": ("best_effort", "reliable"),
+    "tf_reliability": ("best_effort", "reliable"),
+    "output_reliability": ("best_effort", "reliable"),
     "engine_mismatch": ("refuse", "rebuild"),
 }
 _MIN: dict[str, float] = {
@@ -32,6 +34,7 @@ _MIN: dict[str, float] = {
     "tf_tolerance_s": 0.0,
     "tf_timeout_s": 0.0,
     "input_queue_depth": 1,
+    "output_queue_depth": 1,
     "marker_max_voxels": 0,
     "max_image_pixels": 1,
     "diagnostics_period_s": 0.1,
@@ -111,8 +114,11 @@ class NodeConfig:
         metadata=_doc("A bundle is complete when every camera is within this of camera 0."),
     )
     tf_timeout_s: float = field(
-        default=0.2,
-        metadata=_doc("How long a complete bundle may wait for /tf at its stamps, seconds."),
+        default=1.0,
+        metadata=_doc(
+            "How long a complete bundle may wait for /tf at its stamps before it is processed "
+            "anyway (and fails with the TF error), seconds. Newer bundles are not held up."
+        ),
     )
     tf_tolerance_s: float = field(
         default=0.05,
@@ -128,6 +134,20 @@ class NodeConfig:
         default="best_effort", metadata=_doc("QoS reliability of image inputs.")
     )
     input_queue_depth: int = field(default=2, metadata=_doc("QoS history depth of image inputs."))
+    tf_reliability: str = field(
+        default="best_effort",
+        metadata=_doc(
+            "QoS reliability of the /tf subscription (depth 100). best_effort: a lost sample "
+            "is skipped and interpolated over; reliable: it holds up every later sample until "
+            "DDS repairs it (seconds on a loaded host)."
+        ),
+    )
+    output_reliability: str = field(
+        default="reliable", metadata=_doc("QoS reliability of the ~/output/* publishers.")
+    )
+    output_queue_depth: int = field(
+        default=2, metadata=_doc("QoS history depth of the ~/output/* publishers.")
+    )
     publish_occupancy: bool = field(
         default=True, metadata=_doc("Publish ~/output/occupancy (flashocc_ros/msg/Occupancy).")
     )

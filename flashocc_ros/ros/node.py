@@ -8,8 +8,12 @@ Concurrency model
   decodes or infers in a callback.
 * A complete bundle goes into a drop-oldest queue of one (`LatestQueue`): when inference is
   slower than the cameras, older bundles are dropped (counted as `superseded`), never queued.
-* One worker thread takes the newest bundle, decodes the images, looks up TF at each camera's
-  stamp, runs the pipeline (preprocess -> network -> labels) and publishes. Publishers are
+* One worker thread takes the newest bundle into a short `PoseWaitList` (bundles whose /tf
+  samples have not arrived yet; /tf can lag the images by seconds under load). It processes the
+  newest bundle whose poses are all in the TF buffer and drops older waiting ones (counted as
+  `superseded_waiting_tf`); a bundle that waited `tf_timeout_s` is processed anyway and fails
+  with the TF error. Processing = decode the images, look up TF at each camera's stamp, run
+  the pipeline (preprocess -> network -> labels) and publish. Publishers are
   thread-safe in rclpy; shared state (TF buffer, synchroniser, counters) is guarded by locks.
 * Diagnostics are published from a timer on the executor thread.
 """
@@ -54,7 +58,13 @@ from flashocc_ros.runtime.assembler import BundleAssembler, CameraIntrinsics, Ra
 from flashocc_ros.runtime.factory import create_pipeline
 from flashocc_ros.runtime.pipeline import OccupancyResult, PipelineError
 from flashocc_ros.sensing.image_decode import ImageDecodeError
-from flashocc_ros.sensing.sync import Bundle, BundleSynchronizer, LatestQueue, QueueClosed
+from flashocc_ros.sensing.sync import (
+    Bundle,
+    BundleSynchronizer,
+    LatestQueue,
+    PoseWaitList,
+    QueueClosed,
+)
 from flashocc_ros.sensing.tf_buffer import TfBuffer, TransformError
 from flashocc_ros.sensing.voxels import bev_image, occupancy_voxels
 
@@ -92,6 +102,8 @@ class FlashOccNode(Node):
             on_reset=self._on_time_reset,
         )
         self.queue: LatestQueue[Bundle[RawImage]] = LatestQueue()
+        self.waiting: PoseWaitList[Bundle[RawImage]] = PoseWaitList(self.params.tf_timeout_s)
+        self._reset_waiting = threading.Event()
         self.assembler = BundleAssembler(
             self.params.camera_names,
             self.tf,
@@ -118,20 +130,17 @@ class FlashOccNode(Node):
     # ------------------------------------------------------------------ setup
     def _create_io(self) -> None:
         p = self.params
-        reliability = (
-            ReliabilityPolicy.BEST_EFFORT
-            if p.input_reliability == "best_effort"
-            else ReliabilityPolicy.RELIABLE
-        )
+        reliability = _reliability(p.input_reliability)
         sensor_qos = QoSProfile(
             history=HistoryPolicy.KEEP_LAST, depth=p.input_queue_depth, reliability=reliability
         )
         info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5)
         # TF first: the executor serves subscriptions in creation order, so /tf samples
         # published before a bundle's images are in the buffer when the bundle completes.
-        self.create_subscription(
-            TFMessage, "/tf", lambda m: self._on_tf(m, False), QoSProfile(depth=100)
-        )
+        # Best effort by default: on a reliable reader one lost sample holds up all later ones
+        # until the writer's next heartbeat (measured: /tf in 3 s bursts with images in flight).
+        tf_qos = QoSProfile(depth=100, reliability=_reliability(p.tf_reliability))
+        self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), tf_qos)
         static_qos = QoSProfile(
             depth=100,
             durability=DurabilityPolicy.TRANSIENT_LOCAL,
@@ -149,7 +158,9 @@ class FlashOccNode(Node):
             self.create_subscription(
                 CameraInfo, info_topic, lambda m, n=name: self._on_camera_info(n, m), info_qos
             )
-        out_qos = QoSProfile(depth=2)
+        out_qos = QoSProfile(
+            depth=p.output_queue_depth, reliability=_reliability(p.output_reliability)
+        )
         self.pub_occ = (
             self.create_publisher(self._occupancy_type(), "~/output/occupancy", out_qos)
             if p.publish_occupancy
@@ -216,6 +227,7 @@ class FlashOccNode(Node):
     def _on_time_reset(self, stamp_ns: int) -> None:
         """Time went backwards (bag loop): forget dynamic TF and the pipeline's history."""
         self.tf.clear()
+        self._reset_waiting.set()  # the worker owns the wait list
         self.pipeline.reset()
         self._count("time_resets", f"time went backwards to {stamp_ns} ns: state reset")
         self.get_logger().warning("camera time went backwards: TF and history reset")
@@ -249,29 +261,46 @@ class FlashOccNode(Node):
     def _run_worker(self) -> None:
         while not self._stop.is_set():
             try:
-                bundle = self.queue.get(timeout=0.1)
+                bundle = self.queue.get(timeout=0.005 if len(self.waiting) else 0.1)
             except QueueClosed:
                 return
-            if bundle is None:
+            if self._reset_waiting.is_set():
+                self._reset_waiting.clear()
+                self._count_superseded(len(self.waiting.clear()))
+            now = time.monotonic()
+            if bundle is not None:
+                self._count_superseded(len(self.waiting.add(bundle, now)))
+            if not len(self.waiting):
                 continue
-            try:
-                self._process(bundle)
-            except (PipelineError, ImageDecodeError, TransformError, ConfigError) as err:
-                self._count("bundles_failed", str(err))
-                self.get_logger().warning(f"bundle dropped: {err}", throttle_duration_sec=5.0)
-            except Exception as err:  # keep the node alive on anything unexpected
-                self._count("bundles_failed", f"{type(err).__name__}: {err}")
-                self.get_logger().error(
-                    f"bundle failed unexpectedly: {type(err).__name__}: {err}",
-                    throttle_duration_sec=5.0,
-                )
+            released = self.waiting.release(self._poses_ready, now)
+            self._count_superseded(len(released.superseded))
+            if released.ready is not None:
+                self._process_safely(released.ready)
+
+    def _poses_ready(self, bundle: Bundle[RawImage]) -> bool:
+        return self.assembler.poses_available([f.stamp_ns for f in bundle.frames])
+
+    def _count_superseded(self, n: int) -> None:
+        if n:
+            with self._lock:
+                self.counters["superseded_waiting_tf"] += n
+
+    def _process_safely(self, bundle: Bundle[RawImage]) -> None:
+        try:
+            self._process(bundle)
+        except (PipelineError, ImageDecodeError, TransformError, ConfigError) as err:
+            self._count("bundles_failed", str(err))
+            self.get_logger().warning(f"bundle dropped: {err}", throttle_duration_sec=5.0)
+        except Exception as err:  # keep the node alive on anything unexpected
+            self._count("bundles_failed", f"{type(err).__name__}: {err}")
+            self.get_logger().error(
+                f"bundle failed unexpectedly: {type(err).__name__}: {err}",
+                throttle_duration_sec=5.0,
+            )
 
     def _process(self, bundle: Bundle[RawImage]) -> None:
         t0 = time.perf_counter()
         self.assembler.wait_for_camera_info(timeout_s=0.5)
-        self.assembler.wait_for_poses(
-            [f.stamp_ns for f in bundle.frames], self.params.tf_timeout_s
-        )
         cameras = self.assembler.assemble(
             [(f.camera, f.stamp_ns, f.payload) for f in bundle.frames]
         )
@@ -378,6 +407,11 @@ class FlashOccNode(Node):
         self.queue.close()
         self._worker.join(timeout=5.0)
         super().destroy_node()
+
+
+def _reliability(name: str) -> ReliabilityPolicy:
+    """'best_effort' | 'reliable' (validated by NodeConfig) -> the rclpy policy."""
+    return ReliabilityPolicy.BEST_EFFORT if name == "best_effort" else ReliabilityPolicy.RELIABLE
 
 
 def raw_image(msg: Image | CompressedImage) -> RawImage:

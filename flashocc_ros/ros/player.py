@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import rclpy
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.publisher import Publisher
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -119,7 +120,17 @@ class BagPlayer:
                 self.stats.loops += 1
                 if not self.loop:
                     break
+            self._flush(pubs.values())
         return self.stats
+
+    def _flush(self, pubs: Any, timeout_s: float = 5.0) -> None:
+        """Wait until reliable readers acknowledged everything: DDS sends asynchronously, and a
+        player that exits right after its last `publish` loses the samples still in flight."""
+        deadline = time.monotonic() + timeout_s
+        for pub in pubs:
+            left = max(0.0, deadline - time.monotonic())
+            if not pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9))):
+                LOG.warning("%s: not every reader acknowledged the last samples", pub.topic_name)
 
     def _play_once(self, reader: Reader, conns: list[Any], pubs: dict[int, Publisher]) -> None:
         start_wall = time.monotonic()

@@ -7,7 +7,6 @@ Shared by the node and the offline replay tool so both feed the pipeline identic
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -91,19 +90,14 @@ class BundleAssembler:
                 lambda: all(n in self._infos for n in self.camera_names), timeout_s
             )
 
-    def wait_for_poses(self, stamps_ns: Sequence[int], timeout_s: float) -> bool:
-        """Block until odom <- ego can be looked up at every stamp (True) or the timeout.
+    def poses_available(self, stamps_ns: Sequence[int]) -> bool:
+        """True when odom <- ego can be looked up at every stamp.
 
         Images and /tf travel on different topics: a bundle can complete before the /tf
-        samples around its last camera's stamp have arrived (tf2's canTransform timeout).
+        samples around its last camera's stamp have arrived (tf2's canTransform); the node
+        keeps such bundles in a `PoseWaitList` until this turns True or they time out.
         """
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if all(self.tf.can_transform(self.odom_frame, self.ego_frame, s) for s in stamps_ns):
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.005)
+        return all(self.tf.can_transform(self.odom_frame, self.ego_frame, s) for s in stamps_ns)
 
     def decode(self, camera: str, image: RawImage) -> np.ndarray:
         """(H, W, 3) uint8 BGR; ImageDecodeError names the camera and the problem."""

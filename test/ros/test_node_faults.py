@@ -269,6 +269,16 @@ def test_bad_inputs_never_kill_the_node(
         inj.bundle(t)
         assert processed(t)
 
+        # Late TF: the images come 0.4 s before their /tf samples (less than tf_timeout_s): the
+        # bundle waits for them and is processed, not failed.
+        failures = inj.diag.get("count.bundles_failed")
+        t += step
+        inj.bundle(t, tf=False)
+        inj.spin(0.4)
+        inj.poses(t - 100_000_000, t + 100_000_000)
+        assert processed(t), inj.diag
+        assert inj.diag.get("count.bundles_failed") == failures, inj.diag
+
         # A camera that stops publishing: its bundles are dropped and counted.
         for _ in range(3):
             t += step
