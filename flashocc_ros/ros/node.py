@@ -55,7 +55,8 @@ from flashocc_ros.node_config import (
 from flashocc_ros.ros import fast_msgs
 from flashocc_ros.ros.tf_msgs import TFMessage
 from flashocc_ros.runtime.assembler import BundleAssembler, CameraIntrinsics, RawImage
-from flashocc_ros.runtime.factory import create_pipeline
+from flashocc_ros.runtime.backend import BackendError
+from flashocc_ros.runtime.factory import BuildOnlyDone, create_pipeline
 from flashocc_ros.runtime.pipeline import OccupancyResult, PipelineError
 from flashocc_ros.sensing.image_decode import ImageDecodeError
 from flashocc_ros.sensing.sync import (
@@ -439,7 +440,11 @@ def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     try:
         node = FlashOccNode()
-    except (ConfigError, OSError, ParameterException) as err:
+    except BuildOnlyDone as done:
+        logging.getLogger("flashocc").info("%s", done.message)
+        rclpy.try_shutdown()
+        return 0
+    except (ConfigError, OSError, ParameterException, BackendError) as err:
         logging.getLogger("flashocc").error("cannot start: %s", err)
         rclpy.try_shutdown()
         return 2
