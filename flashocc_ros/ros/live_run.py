@@ -70,6 +70,7 @@ class LiveRun:
     points: int = 0
     bev_images: int = 0
     diagnostics: dict[str, str] = field(default_factory=dict)  # last status key -> value
+    diagnostics_stamps: list[int] = field(default_factory=list)  # header stamps, ns
     latency_ms: dict[str, list[float]] = field(default_factory=dict)  # from diagnostics
     node_log: str = ""
     player_log: str = ""
@@ -89,8 +90,12 @@ def run_live(
     rate: float = 1.0,
     timeout_s: float = 300.0,
     log_dir: Path | None = None,
+    sim_time: bool = False,
 ) -> LiveRun:
-    """Start the node, wait until it subscribes, play the bag, record until `expected` grids."""
+    """Start the node, wait until it subscribes, play the bag, record until `expected` grids.
+
+    `sim_time`: the player publishes /clock from bag time and the node runs with
+    use_sim_time:=true (as `ros2 bag play --clock` with a sim-time node)."""
     rclpy.init()
     node = Node("flashocc_live_run")
     result = LiveRun()
@@ -98,6 +103,9 @@ def run_live(
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
     def on_diag(msg: DiagnosticArray) -> None:
+        result.diagnostics_stamps.append(
+            msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        )
         for status in msg.status:
             if status.name.startswith("flashocc"):
                 result.diagnostics = {kv.key: kv.value for kv in status.values}
@@ -117,8 +125,9 @@ def run_live(
     logs = log_dir or out_npz.parent
     logs.mkdir(parents=True, exist_ok=True)
     node_log = open(logs / "node.log", "w")  # noqa: SIM115 - closed in finally
+    node_params = {**params, "use_sim_time": True} if sim_time else dict(params)
     proc = subprocess.Popen(
-        node_command(params, cameras), stdout=node_log, stderr=subprocess.STDOUT
+        node_command(node_params, cameras), stdout=node_log, stderr=subprocess.STDOUT
     )
     player: subprocess.Popen[bytes] | None = None
     try:
@@ -133,6 +142,7 @@ def run_live(
             first_image,
             "--wait-timeout",
             str(timeout_s),
+            *(["--clock"] if sim_time else []),
         ]
         player_log = open(logs / "player.log", "w")  # noqa: SIM115
         player = subprocess.Popen(player_cmd, stdout=player_log, stderr=subprocess.STDOUT)
@@ -188,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expected", type=int, required=True, help="grids to wait for")
     parser.add_argument("--rate", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--sim-time", action="store_true", help="player publishes /clock, node use_sim_time"
+    )
     args = parser.parse_args(argv)
     params = {}
     for item in args.param:
@@ -203,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         rate=args.rate,
         timeout_s=args.timeout,
         log_dir=args.out,
+        sim_time=args.sim_time,
     )
     summary = {k: v for k, v in res.__dict__.items() if k not in ("node_log", "player_log")}
     (args.out / "run.json").write_text(json.dumps(summary, indent=1))

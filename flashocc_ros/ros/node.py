@@ -30,6 +30,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import TransformStamped
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -116,7 +117,13 @@ class FlashOccNode(Node):
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._run_worker, name="flashocc-worker")
         self._worker.start()
-        self.create_timer(self.params.diagnostics_period_s, self._publish_diagnostics)
+        # Steady clock: diagnostics keep coming when /clock stalls (paused bag, use_sim_time);
+        # their header stamp is still the node's (possibly simulated) time.
+        self.create_timer(
+            self.params.diagnostics_period_s,
+            self._publish_diagnostics,
+            clock=Clock(clock_type=ClockType.STEADY_TIME),
+        )
         self.get_logger().info(
             f"flashocc ready: model {self.pipeline.cfg.name}, backend "
             f"{self.pipeline.backend.name}, cameras {', '.join(self.params.camera_names)}"

@@ -21,6 +21,7 @@ from typing import Any
 
 import rclpy
 from rclpy.duration import Duration
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.publisher import Publisher
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -128,8 +129,14 @@ class BagPlayer:
         player that exits right after its last `publish` loses the samples still in flight."""
         deadline = time.monotonic() + timeout_s
         for pub in pubs:
+            if self._stop.is_set():
+                return
             left = max(0.0, deadline - time.monotonic())
-            if not pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9))):
+            try:
+                acked = pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9)))
+            except _rclpy.RCLError:  # shut down (Ctrl-C / SIGTERM) while waiting
+                return
+            if not acked:
                 LOG.warning("%s: not every reader acknowledged the last samples", pub.topic_name)
 
     def _play_once(self, reader: Reader, conns: list[Any], pubs: dict[int, Publisher]) -> None:
