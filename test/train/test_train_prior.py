@@ -1,0 +1,79 @@
+"""Logit adjustment: the folded bias shifts every height's logits by exactly the class bias, the
+tau = 0 sweep equals the reference evaluator, and the CLI writes weights that carry the bias.
+In: the tiny generated dataset and the `tiny` config (random weights). Out: assertions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flashocc_ros.config import model_config
+from flashocc_ros.model.checkpoint import load_flashocc, save_flashocc
+from flashocc_ros.model.flashocc import build_model
+from flashocc_ros.tools.adjust_logits import main
+from flashocc_ros.train.data import OccupancyDataset, batch_calibration
+from flashocc_ros.train.prior import class_log_prior, fold_class_bias, sweep_logit_adjustment
+from flashocc_ros.train.trainer import evaluate
+
+
+def test_class_log_prior_is_a_finite_log_distribution() -> None:
+    prior = class_log_prior(np.array([0, 10, 90]))
+    assert torch.isfinite(prior).all()
+    assert abs(float(prior.exp().sum()) - 1.0) < 0.02  # the absent class counts as one voxel
+
+
+def test_folded_bias_shifts_each_class_at_every_height(tiny_data: Path) -> None:
+    cfg = model_config("tiny")
+    torch.manual_seed(0)
+    net = build_model(cfg).eval()
+    item = OccupancyDataset(tiny_data, cfg, train=False)[0]
+    batch = {k: v[None] for k, v in item.items()}
+    with torch.no_grad():
+        before = net(batch["images"], batch_calibration(batch))
+    bias = torch.linspace(-2.0, 3.0, cfg.num_classes)
+    fold_class_bias(net, bias)
+    with torch.no_grad():
+        after = net(batch["images"], batch_calibration(batch))
+    torch.testing.assert_close(after - before, bias.expand_as(before), atol=1e-4, rtol=0)
+
+
+def test_sweep_at_tau_zero_equals_the_evaluator(tiny_data: Path) -> None:
+    cfg = model_config("tiny")
+    torch.manual_seed(1)
+    net = build_model(cfg)
+    data = OccupancyDataset(tiny_data, cfg, train=False)
+    prior = class_log_prior(np.arange(1, cfg.num_classes + 1) * 100)
+    sweep = sweep_logit_adjustment(net, data, prior, (0.0, 1.0), frames=2)
+    ref = evaluate(net, data, torch.device("cpu"))
+    np.testing.assert_array_equal(sweep[0.0].confusion, ref.confusion)
+    assert not np.array_equal(sweep[1.0].confusion, ref.confusion)
+
+
+def test_cli_folds_the_chosen_tau_and_records_it(tiny_data: Path, tmp_path: Path) -> None:
+    cfg = model_config("tiny")
+    torch.manual_seed(2)
+    save_flashocc(build_model(cfg), cfg, tmp_path / "w.safetensors")
+    out = tmp_path / "adjusted.safetensors"
+    args = ["--weights", str(tmp_path / "w.safetensors"), "--train", str(tiny_data)]
+    assert main([*args, "--out", str(out), "--taus", "0,0.5", "--frames", "2"]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())["logit_adjustment"]
+    assert set(record["training_frame_miou_by_tau"]) == {"0", "0.5"}
+    tau = record["chosen_tau"]
+    assert record["training_frame_miou_by_tau"][f"{tau:g}"] == max(
+        record["training_frame_miou_by_tau"].values()
+    )
+    base, _ = load_flashocc(tmp_path / "w.safetensors")
+    adjusted, _ = load_flashocc(out)
+    delta = adjusted.occ_head.predicter[-1].bias - base.occ_head.predicter[-1].bias
+    counts = np.array(list(record["class_voxel_counts"].values()))
+    expected = (-tau * class_log_prior(counts)).repeat(cfg.grid.shape[2])
+    torch.testing.assert_close(delta.detach(), expected, atol=1e-5, rtol=0)
+    with pytest.raises(SystemExit) as exc:  # argparse: one usage line, exit 2
+        main([*args, "--out", str(out), "--taus", "x"])
+    assert exc.value.code == 2
+    assert main([*args, "--out", str(out), "--frames", "0"]) == 2
