@@ -15,13 +15,10 @@ DistributedSampler; otherwise one process. Output folder:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
-import os
 import random
-import shutil
 import signal
 import threading
 import time
@@ -46,7 +43,22 @@ from flashocc_ros.eval.metrics import MiouMetric, MiouResult
 from flashocc_ros.model.checkpoint import load_checkpoint_into, save_flashocc
 from flashocc_ros.model.flashocc import FlashOCC, build_model
 from flashocc_ros.model.geometry import Calibration, depth_values
+from flashocc_ros.train.checkpoints import (
+    STATE_FILE,
+    WEIGHTS_FILE,
+    checkpoint_dirs,
+    load_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from flashocc_ros.train.data import EpochKeys, OccupancyDataset, batch_calibration, class_counts
+from flashocc_ros.train.distributed import (
+    Dist,
+    replica_hashes,
+    setup_distributed,
+    state_hash,
+    sync_buffers,
+)
 from flashocc_ros.train.losses import (
     class_balance_weights,
     depth_loss,
@@ -58,9 +70,6 @@ log = logging.getLogger("flashocc_ros.train")
 
 # DDP notes that 1x1-conv weight grads are laid out unlike its buckets; values are unaffected.
 warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-
-STATE_FILE = "trainer_state.pt"
-WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -130,75 +139,6 @@ class TrainResult:
     interrupted: bool = False  # stopped early by Ctrl-C (a checkpoint was written)
 
 
-# --- distributed -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Dist:
-    """Process group facts: rank / world size / device of this process."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1 or dist.is_initialized()
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device: str) -> Dist:
-    """Join the torchrun process group when RANK/WORLD_SIZE are set; else a single process."""
-    want_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device cuda requested but CUDA is not available")
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return Dist(0, 1, 0, torch.device("cuda" if want_cuda else "cpu"))
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if want_cuda:
-        torch.cuda.set_device(local)
-        dev = torch.device("cuda", local)
-    else:
-        dev = torch.device("cpu")
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if want_cuda else "gloo")
-    return Dist(rank, world, local, dev)
-
-
-def state_hash(module: nn.Module, parameters_only: bool = False) -> str:
-    """sha256 over every state_dict tensor (names and bytes): equal iff replicas are equal."""
-    h = hashlib.sha256()
-    items = module.named_parameters() if parameters_only else module.state_dict().items()
-    for name, value in items:
-        h.update(name.encode())
-        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def sync_buffers(net: nn.Module, dd: Dist) -> None:
-    """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
-
-    DDP broadcasts buffers at the start of each forward, so after the last step every rank
-    holds statistics updated with its own batch; this makes the replicas equal again.
-    """
-    if dd.enabled:
-        for buf in net.buffers():
-            dist.broadcast(buf, 0)
-
-
-def replica_hashes(net: nn.Module, dd: Dist, parameters_only: bool = False) -> list[str]:
-    """state_hash of every rank's replica (rank order); one entry without DDP."""
-    own = state_hash(net, parameters_only)
-    if not dd.enabled:
-        return [own]
-    gathered: list[Any] = [None] * dd.world_size
-    dist.all_gather_object(gathered, own)
-    return [str(g) for g in gathered]
-
-
 # --- model wrapper -----------------------------------------------------------------------------
 class TrainStep(nn.Module):
     """forward(images, calib) -> (logits (B, X, Y, Z, cls), depth logits (B, N, D, fH, fW)).
@@ -240,77 +180,6 @@ def _autocast(cfg: TrainConfig, device: torch.device) -> AbstractContextManager[
 
 def _to_device(batch: Mapping[str, Tensor], device: torch.device) -> dict[str, Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-# --- checkpoints -------------------------------------------------------------------------------
-def checkpoint_dirs(out_dir: Path) -> list[Path]:
-    """Complete checkpoints in out_dir/checkpoints, oldest first."""
-    root = out_dir / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = [
-        p
-        for p in root.glob("step_*")
-        if (p / WEIGHTS_FILE).is_file() and (p / STATE_FILE).is_file()
-    ]
-    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(
-    out_dir: Path,
-    step: int,
-    net: FlashOCC,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    keep: int,
-) -> Path:
-    """Write step_XXXXXXX/{model.safetensors, trainer_state.pt} atomically; prune old ones."""
-    root = out_dir / "checkpoints"
-    final = root / f"step_{step:07d}"
-    tmp = root / f".tmp_step_{step:07d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_flashocc(net, net.cfg, tmp / WEIGHTS_FILE)
-    torch.save(
-        {
-            "step": step,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": _rng_state(),
-        },
-        tmp / STATE_FILE,
-    )
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    for old in checkpoint_dirs(out_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def _load_state(path: Path) -> dict[str, Any]:
-    # Our own file: optimizer tensors + numpy/python RNG states (not plain tensors), so the
-    # numpy globals must be allowed; never use this on files of unknown origin.
-    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
-    return state
 
 
 # --- evaluation --------------------------------------------------------------------------------
@@ -493,7 +362,7 @@ def _train(cfg: TrainConfig, dd: Dist, command: str, t_start: float) -> TrainRes
         if not found:
             raise ConfigError(f"--resume: no checkpoint in {cfg.out_dir / 'checkpoints'}")
         load_checkpoint_into(net, found[-1] / WEIGHTS_FILE)
-        state = _load_state(found[-1] / STATE_FILE)
+        state = load_state(found[-1] / STATE_FILE)
         start_step = int(state["step"])
         log.info("resuming from %s (step %d)", found[-1], start_step)
     net.to(dd.device).train()
@@ -509,7 +378,7 @@ def _train(cfg: TrainConfig, dd: Dist, command: str, t_start: float) -> TrainRes
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
 
     if dd.main:
         cfg.out_dir.mkdir(parents=True, exist_ok=True)
