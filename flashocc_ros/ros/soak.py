@@ -34,6 +34,11 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def _row(row: tuple[float, int, float, int, int, int]) -> str:
+    t, n, rss, sup, drops, failed = row
+    return f"{t:7.0f} {n:8d} {rss:13.1f} {sup:11d} {drops:11d} {failed:7d}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flashocc-soak", description=__doc__)
     parser.add_argument("--bundles", type=int, default=2000)
@@ -81,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     rows = []
+    head = ("t (s)", "bundles", "node RSS MiB", "superseded", "sync drops", "failed")
+    print(
+        f"{head[0]:>7} {head[1]:>8} {head[2]:>13} {head[3]:>11} {head[4]:>11} {head[5]:>7}",
+        flush=True,
+    )
     start = time.monotonic()
     next_sample = start
     try:
@@ -102,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                         int(diag.get("count.bundles_failed", "0")),
                     )
                 )
+                print(_row(rows[-1]), flush=True)  # progress as it happens
                 next_sample += args.sample_every
             if done >= args.bundles or time.monotonic() - start > args.max_seconds:
                 break
@@ -111,10 +122,6 @@ def main(argv: list[str] | None = None) -> int:
         proc.wait(15)
         me.destroy_node()
         rclpy.try_shutdown()
-    head = ("t (s)", "bundles", "node RSS MiB", "superseded", "sync drops", "failed")
-    print(f"{head[0]:>7} {head[1]:>8} {head[2]:>13} {head[3]:>11} {head[4]:>11} {head[5]:>7}")
-    for t, n, rss, sup, drops, failed in rows:
-        print(f"{t:7.0f} {n:8d} {rss:13.1f} {sup:11d} {drops:11d} {failed:7d}")
     if len(rows) >= 4:
         warm = rows[len(rows) // 4]
         print(
