@@ -236,6 +236,8 @@ class FlashOccNode(Node):
         """Time went backwards (bag loop): forget dynamic TF and the pipeline's history."""
         self.tf.clear()
         self._reset_waiting.set()  # the worker owns the wait list
+        if self.queue.take() is not None:  # from before the jump: would fail on the cleared TF
+            self._count("dropped_at_time_reset")
         self.pipeline.reset()
         self._count("time_resets", f"time went backwards to {stamp_ns} ns: state reset")
         self.get_logger().warning("camera time went backwards: TF and history reset")
@@ -300,6 +302,8 @@ class FlashOccNode(Node):
             self._count("bundles_failed", str(err))
             self.get_logger().warning(f"bundle dropped: {err}", throttle_duration_sec=5.0)
         except Exception as err:  # keep the node alive on anything unexpected
+            if self._stop.is_set() or not self.context.ok():
+                return  # shutting down (Ctrl-C / SIGTERM) while this bundle was published
             self._count("bundles_failed", f"{type(err).__name__}: {err}")
             self.get_logger().error(
                 f"bundle failed unexpectedly: {type(err).__name__}: {err}",

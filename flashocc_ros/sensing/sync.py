@@ -299,6 +299,13 @@ class LatestQueue(Generic[T]):
             item, self._item, self._has_item = self._item, None, False
             return item
 
+    def take(self) -> T | None:
+        """Remove and return the unconsumed item without waiting (None when empty or closed);
+        not counted as dropped."""
+        with self._cond:
+            item, self._item, self._has_item = self._item, None, False
+            return item
+
     def close(self) -> None:
         """Wake every waiting `get` with QueueClosed; later puts are ignored."""
         with self._cond:

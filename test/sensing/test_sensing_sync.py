@@ -182,6 +182,14 @@ def test_latest_queue_drops_oldest_and_counts() -> None:
     assert q.get(0.01) is None
 
 
+def test_latest_queue_take_empties_without_waiting_or_counting() -> None:
+    q: LatestQueue[int] = LatestQueue()
+    assert q.take() is None
+    q.put(1)
+    assert q.take() == 1 and q.take() is None
+    assert q.dropped == 0 and q.get(timeout=0.01) is None
+
+
 def test_latest_queue_blocks_until_put_and_close_wakes() -> None:
     q: LatestQueue[str] = LatestQueue()
     out: list[object] = []
