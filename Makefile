@@ -7,7 +7,7 @@ ENV := source scripts/env.sh
 MYPY_TARGETS := flashocc_ros
 MYPY_EXCLUDE := ^flashocc_ros/ros/
 
-.PHONY: setup test lint typecheck pytest demo clean
+.PHONY: setup test lint typecheck pytest demo bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -29,6 +29,11 @@ test: setup
 
 demo: setup
 	bash scripts/demo.sh
+
+# The benchmark suite (docs/benchmarks.md): table on stdout, rows + machine in docs/benchmarks.json.
+# Minutes on a 2-core CPU; `python benchmarks/run_all.py --quick` is the 30-second smoke run.
+bench: setup
+	$(ENV) && python benchmarks/run_all.py --json docs/benchmarks.json
 
 # Build outputs only; the venv stays (rm -rf .venv to start from nothing).
 clean:

@@ -1,13 +1,17 @@
 """Turns a synchronised bundle of raw camera frames + TF into pipeline inputs (ROS-free).
 In: per camera (stamp, RawImage) + CameraInfo values + a TfBuffer. Out: list[CameraInput].
 
-Shared by the node and the offline replay tool so both feed the pipeline identically.
+Shared by the node and the offline replay tool so both feed the pipeline identically. The N
+images of a bundle are decoded in a small thread pool (`decode_all`; OpenCV releases the GIL, so
+JPEG decoding uses every core); `decode_all_reference` is the plain sequential loop beside it.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,7 +63,10 @@ class BundleAssembler:
         ego_frame: str = "base_link",
         odom_frame: str = "odom",
         max_pixels: int = 16_000_000,
+        decode_threads: int = 0,
     ) -> None:
+        """decode_threads: images decoded in parallel; 0 = one per camera up to the CPU count,
+        1 = sequential (`decode_all_reference`)."""
         self.camera_names = tuple(camera_names)
         self.tf = tf
         self.ego_frame = ego_frame
@@ -67,6 +74,9 @@ class BundleAssembler:
         self.max_pixels = max_pixels
         self._infos: dict[str, CameraIntrinsics] = {}
         self._lock = threading.Condition()
+        cpus = os.cpu_count() or 1
+        self.decode_threads = decode_threads or min(len(self.camera_names), cpus)
+        self._pool: ThreadPoolExecutor | None = None
 
     def set_camera_info(self, camera: str, info: CameraIntrinsics) -> None:
         """Store the latest intrinsics of `camera` (refused when K is not usable)."""
@@ -116,20 +126,50 @@ class BundleAssembler:
         except ImageDecodeError as err:
             raise ImageDecodeError(f"camera {camera}: {err}") from err
 
+    def decode_all(self, images: Sequence[tuple[str, RawImage]]) -> list[np.ndarray]:
+        """(camera, image) pairs -> BGR arrays in the same order, decoded in the thread pool.
+
+        Equal to `decode_all_reference`; when several images fail, the error of the first one
+        in the given order is raised (all are decoded first).
+        """
+        if self.decode_threads <= 1 or len(images) <= 1:
+            return self.decode_all_reference(images)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="decode")
+        futures = [self._pool.submit(self.decode, name, raw) for name, raw in images]
+        return [f.result() for f in futures]
+
+    def decode_all_reference(self, images: Sequence[tuple[str, RawImage]]) -> list[np.ndarray]:
+        """Plain sequential decoding of (camera, image) pairs (reference of `decode_all`)."""
+        return [self.decode(name, raw) for name, raw in images]
+
+    def close(self) -> None:
+        """Stop the decoding threads (a later `decode_all` starts new ones)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def assemble(self, frames: Sequence[tuple[str, int, RawImage]]) -> list[CameraInput]:
-        """(camera, stamp_ns, image) per camera, any order -> CameraInputs in model order."""
+        """(camera, stamp_ns, image) per camera, any order -> CameraInputs in model order.
+
+        Checks run stage by stage over all cameras: CameraInfo present, images decoded (in
+        parallel), image size vs CameraInfo and TF per camera.
+        """
         by_name = {name: (stamp, img) for name, stamp, img in frames}
         missing = [n for n in self.camera_names if n not in by_name]
         if missing:
             raise PipelineError(f"bundle lacks cameras {missing}")
-        out = []
+        infos = []
         for name in self.camera_names:
-            stamp, raw = by_name[name]
             with self._lock:
                 info = self._infos.get(name)
             if info is None:
                 raise PipelineError(f"camera {name}: no CameraInfo received yet")
-            image = self.decode(name, raw)
+            infos.append(info)
+        images = self.decode_all([(name, by_name[name][1]) for name in self.camera_names])
+        out = []
+        for name, info, image in zip(self.camera_names, infos, images, strict=True):
+            stamp, raw = by_name[name]
             if (info.width, info.height) != (image.shape[1], image.shape[0]):
                 raise PipelineError(
                     f"camera {name}: image {image.shape[1]}x{image.shape[0]} does not match its "

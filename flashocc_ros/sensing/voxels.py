@@ -1,8 +1,14 @@
 """Occupancy grid helpers for the outputs: occupied voxel centres and a top-down colour image.
 In: (X, Y, Z) uint8 labels, GridConfig. Out: (P, 3) float32 centres + (P,) labels; (X, Y, 3) RGB.
+
+`occupancy_voxels` and `bev_image` are the fast paths the node runs per bundle (flat indices
+with per-axis centre tables; a per-layer overwrite and one colour lookup table); the plain
+`*_reference` functions beside them define the results and are tested to agree.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +32,20 @@ def _check_grid(labels: npt.NDArray[np.generic], grid: GridConfig | None) -> Non
                 raise ValueError(f"labels axis {axis} has {got} cells, grid has {want}")
 
 
+@functools.lru_cache(maxsize=8)
+def _axis_centres(grid: GridConfig) -> tuple[F32, F32, F32]:
+    """Voxel centres along X, Y and Z, float32, computed in float64 like the reference."""
+    v = grid.voxel_size
+    return tuple(  # type: ignore[return-value]
+        (lo + (np.arange(n, dtype=np.float64) + 0.5) * v).astype(np.float32)
+        for lo, n in (
+            (grid.x_min, grid.size_x),
+            (grid.y_min, grid.size_y),
+            (grid.z_min, grid.size_z),
+        )
+    )
+
+
 def occupancy_voxels(
     labels: npt.NDArray[np.integer], grid: GridConfig, free_label: int = FREE_LABEL
 ) -> tuple[F32, U8]:
@@ -33,7 +53,24 @@ def occupancy_voxels(
 
     Centre of voxel (i, j, k) = (x_min + (i + 0.5) v, y_min + (j + 0.5) v, z_min + (k + 0.5) v);
     voxels come in C order of the grid (x slowest, z fastest). `free_label` voxels are left out.
+    Fast path of `occupancy_voxels_reference`: flat indices and per-axis centre tables.
     """
+    _check_grid(labels, grid)
+    _, sy, sz = labels.shape
+    flat = labels.reshape(-1)  # (X·Y·Z,) C order
+    idx = np.flatnonzero(flat != free_label)  # (P,)
+    cx, cy, cz = _axis_centres(grid)
+    xyz = np.empty((idx.shape[0], 3), dtype=np.float32)  # (P, 3)
+    xyz[:, 0] = cx[idx // (sy * sz)]
+    xyz[:, 1] = cy[(idx // sz) % sy]
+    xyz[:, 2] = cz[idx % sz]
+    return xyz, flat[idx].astype(np.uint8)
+
+
+def occupancy_voxels_reference(
+    labels: npt.NDArray[np.integer], grid: GridConfig, free_label: int = FREE_LABEL
+) -> tuple[F32, U8]:
+    """Plain version of `occupancy_voxels` (np.nonzero, float64 arithmetic per voxel)."""
     _check_grid(labels, grid)
     idx = np.nonzero(labels != free_label)  # 3 x (P,)
     v = grid.voxel_size
@@ -44,6 +81,29 @@ def occupancy_voxels(
 
 
 def bev_image(
+    labels: npt.NDArray[np.integer],
+    free_label: int = FREE_LABEL,
+    palette: U8 = PALETTE_RGB,
+    free_rgb: tuple[int, int, int] = BEV_FREE_RGB,
+) -> U8:
+    """(X, Y, Z) labels -> (H=X, W=Y, 3) uint8 RGB top-down view, equal to `bev_image_reference`
+    (see there for the orientation). Fast path: the layers overwrite each other bottom-up where
+    occupied, then one lookup in a colour table (free columns -> `free_rgb`)."""
+    _check_grid(labels, None)
+    top = np.full(labels.shape[:2], free_label, dtype=labels.dtype)  # (X, Y)
+    for k in range(labels.shape[2]):  # higher layers win
+        layer = labels[:, :, k]
+        np.copyto(top, layer, where=layer != free_label)
+    occupied = top != free_label
+    if occupied.any() and int(top[occupied].max()) >= len(palette):
+        raise ValueError(f"label {int(top[occupied].max())} has no palette colour")
+    lut = np.zeros((max(len(palette), free_label + 1), 3), dtype=np.uint8)
+    lut[: len(palette)] = palette
+    lut[free_label] = free_rgb
+    return np.ascontiguousarray(lut[top[::-1, ::-1]])  # rows: x descending, cols: y descending
+
+
+def bev_image_reference(
     labels: npt.NDArray[np.integer],
     free_label: int = FREE_LABEL,
     palette: U8 = PALETTE_RGB,
