@@ -29,10 +29,11 @@ from benchmarks.common import Row, compare, median_stages
 from flashocc_ros.classes import CLASS_NAMES, FREE_LABEL, PALETTE_RGB
 from flashocc_ros.config import NUSCENES_CAMERAS, ModelConfig, model_config
 from flashocc_ros.model.geometry import Calibration
+from flashocc_ros.model.preprocess import preprocess_images, preprocess_images_fast
 from flashocc_ros.rig import nuscenes_like_rig
 from flashocc_ros.runtime.assembler import BundleAssembler, CameraIntrinsics, RawImage
 from flashocc_ros.runtime.backend import FramePoses
-from flashocc_ros.runtime.pipeline import OccupancyPipeline, OccupancyResult
+from flashocc_ros.runtime.pipeline import OccupancyPipeline, OccupancyResult, labels_from_logits
 from flashocc_ros.sensing.sync import Bundle, BundleSynchronizer, LatestQueue
 from flashocc_ros.sensing.tf_buffer import TfBuffer
 from flashocc_ros.sensing.voxels import (
@@ -159,8 +160,8 @@ class NodeBench:
     def __init__(
         self, cfg: ModelConfig, encoding: str, ros: RosParts, reference: bool = False
     ) -> None:
-        """reference: run the plain reference paths (sequential decoding, reference voxel
-        outputs) instead of the fast ones, to measure the optimisations before/after."""
+        """reference: run the plain reference paths (sequential decoding, reference
+        preprocessing and voxel outputs) instead of the fast ones, as before/after."""
         self.cfg, self.encoding, self.ros = cfg, encoding, ros
         self.voxels = occupancy_voxels_reference if reference else occupancy_voxels
         self.bev_image = bev_image_reference if reference else bev_image
@@ -178,7 +179,11 @@ class NodeBench:
             k = tuple(float(v) for v in cam.intrinsics.ravel())
             info = CameraIntrinsics(WIDTH, HEIGHT, k, self.frames[cam.name])
             self.assembler.set_camera_info(cam.name, info)
-        self.pipeline = OccupancyPipeline(cfg, FixedLogitsBackend(frame_logits(cfg)))
+        self.pipeline = OccupancyPipeline(
+            cfg,
+            FixedLogitsBackend(frame_logits(cfg)),
+            preprocess=preprocess_images if reference else preprocess_images_fast,
+        )
         self.payloads = [self._payload(i, n) for i, n in enumerate(self.names)]
         self.bundle_index = 0
 
@@ -350,10 +355,16 @@ def optimisation_rows(cfg: ModelConfig, ros: RosParts, repeats: int) -> list[Row
         fast.assembler.assemble([(n, 0, r) for n, r in raws])  # stamp 0: latest TF
     ).labels
     grid = cfg.grid
+    decoded = fast.assembler.decode_all(raws)
+    logits = frame_logits(cfg)[0]
     ms = compare(
         {
             "decode": lambda: fast.assembler.decode_all(raws),
             "decode_ref": lambda: plain.assembler.decode_all_reference(raws),
+            "pre": lambda: preprocess_images_fast(decoded, cfg.input_size),
+            "pre_ref": lambda: preprocess_images(decoded, cfg.input_size),
+            "labels": lambda: labels_from_logits(logits, with_confidence=False),
+            "labels_ref": lambda: logits.float().argmax(dim=-1).to(torch.uint8).numpy(),
             "voxels": lambda: (occupancy_voxels(labels, grid), bev_image(labels)),
             "voxels_ref": lambda: (
                 occupancy_voxels_reference(labels, grid),
@@ -374,6 +385,24 @@ def optimisation_rows(cfg: ModelConfig, ros: RosParts, repeats: int) -> list[Row
             ms["decode"],
             ms["decode_ref"],
             ms["decode_ref"] / ms["decode"],
+            "speedup",
+        ),
+        Row(
+            GROUP,
+            "preprocess six images, boxed resampling in a thread pool",
+            "preprocess_images (reference: full resize, then crop)",
+            ms["pre"],
+            ms["pre_ref"],
+            ms["pre_ref"] / ms["pre"],
+            "speedup",
+        ),
+        Row(
+            GROUP,
+            "labels: max(dim=-1).indices",
+            "argmax(dim=-1) (before)",
+            ms["labels"],
+            ms["labels_ref"],
+            ms["labels_ref"] / ms["labels"],
             "speedup",
         ),
         Row(

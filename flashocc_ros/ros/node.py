@@ -427,12 +427,14 @@ def _reliability(name: str) -> ReliabilityPolicy:
 
 
 def raw_image(msg: Image | CompressedImage) -> RawImage:
-    """ROS image message -> RawImage (one copy of the pixel bytes)."""
+    """ROS image message -> RawImage: compressed bytes copied (small); raw pixels as a view of
+    the message's buffer (no 4 MB copy per 1600x900 image; the view keeps the buffer alive)."""
     if isinstance(msg, CompressedImage):
         return RawImage(msg.header.frame_id, bytes(msg.data), format=msg.format)
+    data = msg.data
     return RawImage(
         msg.header.frame_id,
-        bytes(msg.data),
+        bytes(data) if isinstance(data, list) else memoryview(data),
         encoding=msg.encoding,
         width=msg.width,
         height=msg.height,

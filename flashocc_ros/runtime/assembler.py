@@ -26,7 +26,7 @@ class RawImage:
     """An undecoded image as it arrived: raw (`encoding` set) or compressed (`format` set)."""
 
     frame_id: str
-    data: bytes
+    data: bytes | memoryview  # raw: a view of the message's buffer (no copy)
     encoding: str = ""
     width: int = 0
     height: int = 0
