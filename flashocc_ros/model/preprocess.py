@@ -171,17 +171,16 @@ def preprocess_images(
     augs: Sequence[ImageAug] | None = None,
 ) -> Preprocessed:
     """N BGR uint8 images (H_n, W_n, 3), any sizes -> Preprocessed (test-time aug by default)."""
-    if not images:
-        raise ValueError("N: need at least one image")
-    if augs is None:
-        augs = [inference_aug(img.shape[:2], input_hw) for img in images]
-    if len(augs) != len(images):
-        raise ValueError(f"N: {len(images)} images but {len(augs)} augmentations")
-    out = np.stack([apply_aug(img, aug) for img, aug in zip(images, augs, strict=True)])
-    mats = [aug.matrices() for aug in augs]
-    post_rot = torch.tensor(np.stack([m[0] for m in mats]), dtype=torch.float32)
-    post_tran = torch.tensor(np.stack([m[1] for m in mats]), dtype=torch.float32)
-    return Preprocessed(normalize(out), post_rot, post_tran)
+    return _preprocess(images, input_hw, augs, fast=False)
+
+
+def preprocess_images_fast(
+    images: Sequence[np.ndarray],
+    input_hw: tuple[int, int],
+    augs: Sequence[ImageAug] | None = None,
+) -> Preprocessed:
+    """`preprocess_images` with boxed resampling in a thread pool (see the module docstring)."""
+    return _preprocess(images, input_hw, augs, fast=True)
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -194,19 +193,22 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
-def preprocess_images_fast(
+def _preprocess(
     images: Sequence[np.ndarray],
     input_hw: tuple[int, int],
-    augs: Sequence[ImageAug] | None = None,
+    augs: Sequence[ImageAug] | None,
+    fast: bool,
 ) -> Preprocessed:
-    """`preprocess_images` with boxed resampling in a thread pool (see the module docstring)."""
     if not images:
         raise ValueError("N: need at least one image")
     if augs is None:
         augs = [inference_aug(img.shape[:2], input_hw) for img in images]
     if len(augs) != len(images):
         raise ValueError(f"N: {len(images)} images but {len(augs)} augmentations")
-    out = np.stack(list(_pool().map(apply_aug_boxed, images, augs)))
+    if fast:
+        out = np.stack(list(_pool().map(apply_aug_boxed, images, augs)))
+    else:
+        out = np.stack([apply_aug(img, aug) for img, aug in zip(images, augs, strict=True)])
     mats = [aug.matrices() for aug in augs]
     post_rot = torch.tensor(np.stack([m[0] for m in mats]), dtype=torch.float32)
     post_tran = torch.tensor(np.stack([m[1] for m in mats]), dtype=torch.float32)
