@@ -233,14 +233,15 @@ class FlashOccNode(Node):
             self.queue.put(bundle)
 
     def _on_time_reset(self, stamp_ns: int) -> None:
-        """Time went backwards (bag loop): forget dynamic TF and the pipeline's history."""
-        self.tf.clear()
+        """Camera time went backwards (bag loop): forget the pipeline's history and waiting
+        bundles. The TF buffer restarts each link on its own backward jump: clearing it here
+        would also drop the new loop's /tf samples that arrived before its first image."""
         self._reset_waiting.set()  # the worker owns the wait list
         if self.queue.take() is not None:  # from before the jump: would fail on the cleared TF
             self._count("dropped_at_time_reset")
         self.pipeline.reset()
         self._count("time_resets", f"time went backwards to {stamp_ns} ns: state reset")
-        self.get_logger().warning("camera time went backwards: TF and history reset")
+        self.get_logger().warning("camera time went backwards: history reset")
 
     def _on_camera_info(self, name: str, msg: CameraInfo) -> None:
         info = CameraIntrinsics(msg.width, msg.height, tuple(msg.k), msg.header.frame_id)
@@ -399,6 +400,7 @@ class FlashOccNode(Node):
         values["queue.superseded"] = str(self.queue.dropped)
         values.update({f"latency_ms.{k}": f"{v:.1f}" for k, v in latency.items()})
         values["backend"] = self.pipeline.backend.name
+        values["tf.jumps_back"] = str(self.tf.jumps)
         resets = dict(self.pipeline.history_resets)
         values.update({f"history_reset.{k.replace(' ', '_')}": str(v) for k, v in resets.items()})
         values.update({f"fault.{k}": v for k, v in faults.items()})

@@ -108,8 +108,11 @@ class _Link:
 class TfBuffer:
     """Stores parent <- child transforms and answers `lookup` for any two connected frames.
 
-    Dynamic samples older than (newest sample of their link - cache_ns) are ignored, so after
-    time jumps backwards (bag loop, simulator reset) call `clear()`; static links survive it.
+    Dynamic samples older than (newest sample of their link - cache_ns) are dropped. A sample
+    more than `jump_back_ns` older than the newest of its link means time jumped backwards (bag
+    loop, simulator reset): that link forgets its samples and starts again from it (counted in
+    `jumps`), like tf2's buffer on a backward clock jump. `clear()` drops every dynamic sample;
+    static links survive both.
     """
 
     def __init__(
@@ -118,13 +121,19 @@ class TfBuffer:
         *,
         tolerance_ns: int = 0,
         max_samples_per_link: int = 10_000,
+        jump_back_ns: int = 1_000_000_000,
     ) -> None:
         """cache_ns: how long dynamic samples are kept behind the newest one of their link;
         tolerance_ns: how far a lookup may lie outside a link's samples (clamped to the edge);
-        max_samples_per_link: hard memory cap per dynamic link (oldest dropped first).
+        max_samples_per_link: hard memory cap per dynamic link (oldest dropped first);
+        jump_back_ns: a sample this much older than its link's newest restarts the link.
         """
-        if cache_ns <= 0 or tolerance_ns < 0 or max_samples_per_link < 2:
-            raise ValueError("need cache_ns > 0, tolerance_ns >= 0, max_samples_per_link >= 2")
+        if cache_ns <= 0 or tolerance_ns < 0 or max_samples_per_link < 2 or jump_back_ns <= 0:
+            raise ValueError(
+                "need cache_ns > 0, tolerance_ns >= 0, max_samples_per_link >= 2, jump_back_ns > 0"
+            )
+        self._jump = int(jump_back_ns)
+        self.jumps = 0  # backward time jumps seen (links restarted)
         self._cache = int(cache_ns)
         self._tol = int(tolerance_ns)
         self._max = max_samples_per_link
@@ -174,6 +183,9 @@ class TfBuffer:
             self._insert(link, stamp_ns, t, q)
 
     def _insert(self, link: _Link, stamp_ns: int, t: F64, q: F64) -> None:
+        if link.stamps and stamp_ns < link.stamps[-1] - self._jump:
+            link.stamps, link.translations, link.rotations = [], [], []  # time jumped back
+            self.jumps += 1
         if link.stamps and stamp_ns < link.stamps[-1] - self._cache:
             return  # older than the cache window: useless
         i = bisect.bisect_left(link.stamps, stamp_ns)

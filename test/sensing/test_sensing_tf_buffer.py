@@ -155,6 +155,20 @@ def test_static_never_expires_dynamic_is_pruned() -> None:
         buf.lookup("odom", "cam", 99 * S // 10)
 
 
+def test_backward_jump_restarts_the_link_and_keeps_the_new_samples() -> None:
+    buf = TfBuffer(cache_ns=20 * S)
+    for k in range(101):  # 0 .. 10 s at 10 Hz, moving at 1 m/s
+        buf.set_transform("odom", "base_link", k * S // 10, (k / 10, 0, 0), (0, 0, 0, 1))
+    buf.set_transform("odom", "base_link", 9 * S, (50, 0, 0), (0, 0, 0, 1))  # late, not a jump
+    assert buf.jumps == 0
+    for k in range(3):  # the bag loops: 0.0, 0.1, 0.2 s again, 100 m further on
+        buf.set_transform("odom", "base_link", k * S // 10, (100 + k / 10, 0, 0), (0, 0, 0, 1))
+    assert buf.jumps == 1
+    np.testing.assert_allclose(buf.lookup("odom", "base_link", S // 20)[:3, 3], (100.05, 0, 0))
+    with pytest.raises(ExtrapolationError, match="future"):
+        buf.lookup("odom", "base_link", 9 * S)  # the old loop's samples are gone
+
+
 def test_max_samples_cap() -> None:
     buf = TfBuffer(cache_ns=1000 * S, max_samples_per_link=5)
     for k in range(50):
