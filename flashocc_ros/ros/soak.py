@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
                 break
             done = int(diag.get("count.bundles_processed", "0"))
-            if time.monotonic() >= next_sample:
+            finished = done >= args.bundles or time.monotonic() - start > args.max_seconds
+            if time.monotonic() >= next_sample or finished:  # always a last row at the end
                 drops = sum(int(v) for k, v in diag.items() if k.startswith("drop."))
                 rows.append(
                     (
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 print(_row(rows[-1]), flush=True)  # progress as it happens
                 next_sample += args.sample_every
-            if done >= args.bundles or time.monotonic() - start > args.max_seconds:
+            if finished:
                 break
     finally:
         player.terminate()
