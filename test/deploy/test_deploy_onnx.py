@@ -14,8 +14,9 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper
+from tiny_config import SMALL_GRID, TINY
 
-from flashocc_ros.config import GridConfig, ModelConfig, model_config
+from flashocc_ros.config import ModelConfig, model_config
 from flashocc_ros.deploy.onnx_export import (
     GRAPH_A_FILE,
     GRAPH_B_FILE,
@@ -40,9 +41,6 @@ from flashocc_ros.tools.compare import Frame, compare_backends
 
 torch.set_num_threads(1)
 
-#: The tiny config on a 64 x 64 x 16 grid (as test/model/tiny_flashocc.py): a cheap BEV encoder.
-SMALL_GRID = GridConfig(x_min=-12.8, x_max=12.8, y_min=-12.8, y_max=12.8)
-TINY = model_config("tiny").replace(grid=SMALL_GRID)
 TINY_STEREO = model_config("tiny-stereo").replace(grid=SMALL_GRID)
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_config import TINY
 
-from flashocc_ros.config import ConfigError, GridConfig, model_config
+from flashocc_ros.config import ConfigError, model_config
 from flashocc_ros.deploy.engine_meta import GRAPHS, EngineLayout
 from flashocc_ros.model.flashocc import FlashOCC, build_model
 from flashocc_ros.node_config import NodeConfig, node_config_from_mapping
@@ -22,9 +23,6 @@ from flashocc_ros.runtime.factory import BuildOnlyDone, auto_choice, create_pipe
 from flashocc_ros.tools import build_engine
 
 torch.set_num_threads(1)
-TINY = model_config("tiny").replace(
-    grid=GridConfig(x_min=-12.8, x_max=12.8, y_min=-12.8, y_max=12.8)
-)
 NO_TRT = "TensorRT is not importable (test)"
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_config import TINY
 
-from flashocc_ros.config import GridConfig, model_config
 from flashocc_ros.deploy.calibration import (
     BatchFeeder,
     CalibFrame,
@@ -41,9 +41,6 @@ from flashocc_ros.tools.replay import OfflineReplay
 from flashocc_ros.tools.world import main as world_main
 
 torch.set_num_threads(1)
-TINY = model_config("tiny").replace(
-    grid=GridConfig(x_min=-12.8, x_max=12.8, y_min=-12.8, y_max=12.8)
-)
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_config import TINY
 
-from flashocc_ros.config import GridConfig, model_config
 from flashocc_ros.deploy.calibration import CalibFrame
 from flashocc_ros.deploy.engine_meta import GRAPHS, EngineLayout
 from flashocc_ros.deploy.trt_build import build_engines, tensorrt_missing_reason
@@ -34,9 +34,6 @@ pytestmark = [
     pytest.mark.tensorrt,
     pytest.mark.skipif(MISSING is not None, reason=f"TensorRT test: {MISSING}"),
 ]
-TINY = model_config("tiny").replace(
-    grid=GridConfig(x_min=-12.8, x_max=12.8, y_min=-12.8, y_max=12.8)
-)
 #: (max abs logit difference or None, minimum arg-max agreement) vs PyTorch fp32 on CUDA.
 TOLERANCE = {"fp32": (1e-2, 0.999), "fp16": (None, 0.99), "int8": (None, 0.9)}
 

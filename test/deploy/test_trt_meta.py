@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny_config import TINY
 
-from flashocc_ros.config import GridConfig, model_config
 from flashocc_ros.deploy.calibration import CalibrationCache
 from flashocc_ros.deploy.engine_meta import (
     GRAPHS,
@@ -36,9 +36,6 @@ from flashocc_ros.deploy.onnx_export import (
 from flashocc_ros.deploy.trt_build import int8_rebuild_blocker
 from flashocc_ros.runtime.trt_backend import Binding, binding_problems
 
-TINY = model_config("tiny").replace(
-    grid=GridConfig(x_min=-12.8, x_max=12.8, y_min=-12.8, y_max=12.8)
-)
 PLATFORM = Platform("10.13.0.35", "NVIDIA GeForce RTX 3090", "8.6")
 WEIGHTS = "ab" * 32
 

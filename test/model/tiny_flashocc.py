@@ -5,17 +5,13 @@ In: nothing. Out: tiny single-frame / stereo-temporal configs, calibrations and 
 from __future__ import annotations
 
 import torch
+from tiny_config import SMALL_GRID, TINY  # noqa: F401 - TINY re-exported to test/model
 from torch import Tensor
 
-from flashocc_ros.config import GridConfig, ModelConfig, model_config
+from flashocc_ros.config import ModelConfig, model_config
 from flashocc_ros.model.geometry import Calibration
 from flashocc_ros.model.preprocess import rig_calibration
 from flashocc_ros.rig import nuscenes_like_rig
-
-#: 64 x 64 x 16 voxels of 0.4 m: keeps the BEV encoder cheap while the rig still fills it.
-SMALL_GRID = GridConfig(x_min=-12.8, x_max=12.8, y_min=-12.8, y_max=12.8)
-
-TINY = model_config("tiny").replace(grid=SMALL_GRID)
 
 #: M2-like: stage-0 stereo feature, camera-aware DepthNet with cost volume, SID bins, 2 frames.
 TINY_STEREO: ModelConfig = model_config("tiny-stereo").replace(grid=SMALL_GRID)

@@ -12,8 +12,9 @@ import logging
 
 import pytest
 import torch
+from tiny_config import TINY
 
-from flashocc_ros.config import GridConfig, model_config
+from flashocc_ros.config import model_config
 from flashocc_ros.model.flashocc import FlashOCC, build_model
 from flashocc_ros.model.geometry import Calibration, LiftGeometry
 from flashocc_ros.runtime.backend import BackendError, TorchBackend
@@ -21,9 +22,6 @@ from flashocc_ros.runtime.cuda_fast import CudaFastBackend, DeviceIndices
 from flashocc_ros.tools.compare import Frame, compare_backends, random_frames
 
 torch.set_num_threads(1)
-TINY = model_config("tiny").replace(
-    grid=GridConfig(x_min=-12.8, x_max=12.8, y_min=-12.8, y_max=12.8)
-)
 CUDA_MISSING = None if torch.cuda.is_available() else "no CUDA device visible to PyTorch"
 
 

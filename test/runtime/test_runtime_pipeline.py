@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_config import TINY as SMALL
 
-from flashocc_ros.config import ConfigError, GridConfig, model_config
+from flashocc_ros.config import ConfigError, model_config
 from flashocc_ros.model.checkpoint import save_flashocc
 from flashocc_ros.model.flashocc import build_model
 from flashocc_ros.model.preprocess import preprocess_images
@@ -20,10 +21,6 @@ from flashocc_ros.runtime.pipeline import (
     OccupancyPipeline,
     PipelineError,
     key_ego_extrinsics,
-)
-
-SMALL = model_config("tiny").replace(
-    grid=GridConfig(x_min=-12.8, x_max=12.8, y_min=-12.8, y_max=12.8)
 )
 
 
