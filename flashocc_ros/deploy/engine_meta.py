@@ -52,6 +52,17 @@ class EngineError(RuntimeError):
     """An engine folder is missing, stale or cannot be built or loaded."""
 
 
+def check_engine_config(cfg: ModelConfig) -> None:
+    """Raise EngineError unless `cfg` is a single-frame config with the LSS depth net (the
+    only kind the engines and the engine builder support; M2 runs on onnxruntime)."""
+    if cfg.temporal or cfg.stereo or cfg.depth_net != "lss":
+        raise EngineError(
+            f"model config {cfg.name!r} is temporal/stereo/camera-aware: TensorRT engines "
+            "support single-frame configs only (M0, M1, demo, tiny); run it with backend "
+            "onnxruntime (python -m flashocc_ros.tools.export) or torch"
+        )
+
+
 @dataclass(frozen=True)
 class EngineLayout:
     """Where every file of one engine folder lives, for one precision."""

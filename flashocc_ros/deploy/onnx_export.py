@@ -1,7 +1,7 @@
-"""ONNX export of a single-frame FlashOCC as two graphs split at the BEV pooling, with metadata.
-In: FlashOCC model + ModelConfig + output folder. Out: two .onnx files and metadata.json there.
+"""ONNX export of FlashOCC as graphs split at the BEV pooling, with metadata.
+In: FlashOCC model + ModelConfig + output folder. Out: the .onnx files and metadata.json there.
 
-The split (docs/deployment.md):
+The single-frame split (M0, M1, demo, tiny; docs/deployment.md):
 
     graph A  images (N, 3, H, W) -> depth (N, D, fH, fW), context (N, Cctx, fH, fW)
              backbone, image neck, depth net, softmax over D
@@ -10,10 +10,14 @@ The split (docs/deployment.md):
     graph B  bev (1, Cctx·Dz, Y, X) -> logits (1, X, Y, Z, cls)
              BEV encoder backbone, BEV neck, occupancy head
 
-No calibration is baked into either graph (the calibration only enters the pooling indices),
-and no scatter op is needed (the pooling is the only scatter-like step of the network). Static
-shapes, batch 1, float32, opset 17. Temporal and stereo configs are refused for now: their
-depth net needs the previous frame and camera-aware inputs.
+4D-stereo configs (M2, tiny-stereo) export three graphs instead (`onnx_stereo`): graph A with
+the cost volume and the previous frame's stereo feature as inputs, graph B taking the previous
+and the current BEV, and a small stereo-feature graph for scene starts; their DepthNet input
+and cost-volume grid are inputs computed outside, like the pooling.
+
+No calibration or pose is baked into any graph (they only enter the pooling indices and the
+inputs computed outside), and no scatter op is needed (the pooling is the only scatter-like
+step of the network). Static shapes, batch 1, float32, opset 17.
 
 `metadata.json` records the model config, a sha256 of the weights (state_dict tensors), the
 opset, every graph's input/output names and shapes, each file's sha256 and the torch/onnx
@@ -37,6 +41,13 @@ from torch import Tensor, nn
 from torch.jit._trace import TracerWarning
 
 from flashocc_ros.config import ModelConfig
+from flashocc_ros.deploy.onnx_stereo import (
+    STEREO_FEATURE_FILE,
+    BevPairToLogits,
+    StereoFeature,
+    StereoImageToDepth,
+    stereo_graph_io,
+)
 from flashocc_ros.model.flashocc import FlashOCC
 from flashocc_ros.model.geometry import Calibration
 
@@ -77,6 +88,12 @@ class ExportMetadata:
     format_version: int = FORMAT_VERSION
     precision: str = "fp32"
     notes: dict[str, str] = field(default_factory=dict)
+    stereo_graph: GraphSpec | None = None  # graph S of 4D-stereo exports (absent otherwise)
+
+    def graphs(self) -> list[GraphSpec]:
+        """Every graph of the export (A, B[, S])."""
+        extra = [] if self.stereo_graph is None else [self.stereo_graph]
+        return [self.image_graph, self.bev_graph, *extra]
 
     def to_json(self) -> str:
         return json.dumps(_as_dict(self), indent=2, sort_keys=True) + "\n"
@@ -86,25 +103,50 @@ class ExportMetadata:
         data = json.loads(text)
         image_graph = GraphSpec(**data.pop("image_graph"))
         bev_graph = GraphSpec(**data.pop("bev_graph"))
-        return ExportMetadata(image_graph=image_graph, bev_graph=bev_graph, **data)
+        stereo = data.pop("stereo_graph", None)
+        stereo_graph = None if stereo is None else GraphSpec(**stereo)
+        return ExportMetadata(
+            image_graph=image_graph, bev_graph=bev_graph, stereo_graph=stereo_graph, **data
+        )
 
 
 def _as_dict(meta: ExportMetadata) -> dict[str, Any]:
     out: dict[str, Any] = dataclasses.asdict(meta)
+    if out["stereo_graph"] is None:
+        del out["stereo_graph"]  # single-frame metadata keeps the format-1 fields exactly
     return out
 
 
+def is_stereo_4d(cfg: ModelConfig) -> bool:
+    """True for the 4D-stereo layout (M2): stereo cost volume + one previous frame."""
+    return cfg.stereo and cfg.num_adj_frames == 1
+
+
 def check_exportable(cfg: ModelConfig) -> None:
-    """Raise ExportError unless `cfg` is a single-frame config with the plain LSS depth net."""
+    """Raise ExportError unless `cfg` is single-frame with the LSS depth net, or 4D-stereo."""
+    if is_stereo_4d(cfg):
+        return
     if cfg.temporal or cfg.stereo:
         raise ExportError(
-            f"model config {cfg.name!r} is temporal/stereo: the ONNX export supports "
-            "single-frame configs only (M0, M1, demo, tiny) for now"
+            f"model config {cfg.name!r} is temporal without the 4D-stereo layout "
+            f"(stereo {cfg.stereo}, num_adj_frames {cfg.num_adj_frames}): the ONNX export "
+            "supports single-frame configs and 4D-stereo with one previous frame (M2)"
         )
     if cfg.depth_net != "lss":
         raise ExportError(
-            f"model config {cfg.name!r} uses the camera-aware depth net, whose calibration "
-            "input is not an input of graph A yet; only depth_net 'lss' exports"
+            f"model config {cfg.name!r} uses the camera-aware depth net without stereo, whose "
+            "calibration input is not an input of graph A; only depth_net 'lss' exports"
+        )
+
+
+def check_single_frame(cfg: ModelConfig) -> None:
+    """Raise ExportError unless `cfg` is a single-frame config with the plain LSS depth net
+    (the two-graph split that TensorRT engines and the torch CUDA fast path run)."""
+    check_exportable(cfg)
+    if is_stereo_4d(cfg):
+        raise ExportError(
+            f"model config {cfg.name!r} is temporal/stereo: this path supports single-frame "
+            "configs only (M0, M1, demo, tiny)"
         )
 
 
@@ -114,7 +156,7 @@ class ImageToDepth(nn.Module):
 
     def __init__(self, model: FlashOCC, cfg: ModelConfig) -> None:
         super().__init__()
-        check_exportable(cfg)
+        check_single_frame(cfg)
         self.model = model
         n = cfg.num_cameras
         eye4 = torch.eye(4).expand(1, n, 4, 4)
@@ -140,7 +182,11 @@ class BevToLogits(nn.Module):
 
 
 def graph_shapes(cfg: ModelConfig) -> tuple[GraphSpec, GraphSpec]:
-    """Static I/O shapes of graph A and graph B for `cfg` (sha256 left empty)."""
+    """Static I/O shapes of graph A and graph B for `cfg` (sha256 left empty); for 4D-stereo
+    configs the stereo graphs A and B (graph S: `stereo_feature_shapes`)."""
+    if is_stereo_4d(cfg):
+        (a_in, a_out), (b_in, b_out), _ = stereo_graph_io(cfg)
+        return GraphSpec(GRAPH_A_FILE, "", a_in, a_out), GraphSpec(GRAPH_B_FILE, "", b_in, b_out)
     n, (h, w), (fh, fw) = cfg.num_cameras, cfg.input_size, cfg.feature_size
     c, g = cfg.context_channels, cfg.grid
     a = GraphSpec(
@@ -156,6 +202,12 @@ def graph_shapes(cfg: ModelConfig) -> tuple[GraphSpec, GraphSpec]:
         {"logits": [1, g.size_x, g.size_y, g.size_z, cfg.num_classes]},
     )
     return a, b
+
+
+def stereo_feature_shapes(cfg: ModelConfig) -> GraphSpec:
+    """Static I/O shapes of stereo graph S (4D-stereo configs only; sha256 left empty)."""
+    _, _, (s_in, s_out) = stereo_graph_io(cfg)
+    return GraphSpec(STEREO_FEATURE_FILE, "", s_in, s_out)
 
 
 def weights_sha256(model: nn.Module) -> str:
@@ -188,17 +240,20 @@ def _quiet_export() -> Iterator[None]:
         yield
 
 
-def _export_graph(
-    module: nn.Module, example: Tensor, spec: GraphSpec, folder: Path, opset: int
-) -> GraphSpec:
+def _export_graph(module: nn.Module, spec: GraphSpec, folder: Path, opset: int) -> GraphSpec:
+    """Trace `module` on zero inputs of `spec`'s shapes into folder/spec.file (checked)."""
     import onnx
 
     path = folder / spec.file
     tmp = path.with_suffix(".onnx.tmp")
+    examples = tuple(torch.zeros(shape) for shape in spec.inputs.values())
+    # The exporter restores the wrapper's training flag recursively afterwards: a fresh wrapper
+    # in training mode would leave the model with BatchNorm statistics updating.
+    module.eval()
     with _quiet_export(), torch.no_grad():
         torch.onnx.export(
             module,
-            (example,),
+            examples,
             str(tmp),
             input_names=list(spec.inputs),
             output_names=list(spec.outputs),
@@ -217,8 +272,8 @@ def export_onnx(
     """Export graph A and graph B of `model` (a FlashOCC for `cfg`) into `out_dir`.
 
     Runs on the CPU in float32; the model is put in eval mode. Existing metadata in the folder
-    is removed first and written again only after both graphs exported and passed
-    `onnx.checker`.
+    is removed first and written again only after every graph exported and passed
+    `onnx.checker`. 4D-stereo configs export stereo graphs A, B and S (`onnx_stereo`).
     """
     import onnx
 
@@ -226,19 +281,32 @@ def export_onnx(
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / METADATA_FILE).unlink(missing_ok=True)
+    (folder / STEREO_FEATURE_FILE).unlink(missing_ok=True)  # never left from another export
     model = model.to("cpu", torch.float32).eval()
     spec_a, spec_b = graph_shapes(cfg)
-    images = torch.zeros(spec_a.inputs["images"])
-    bev = torch.zeros(spec_b.inputs["bev"])
+    notes = {"pooling": "outside the graphs: LiftGeometry indices + bev_pool (fp32)"}
+    stereo_graph = None
+    if is_stereo_4d(cfg):
+        graph_a: nn.Module = StereoImageToDepth(model)
+        graph_b: nn.Module = BevPairToLogits(model)
+        spec_s = stereo_feature_shapes(cfg)
+        stereo_graph = _export_graph(StereoFeature(model), spec_s, folder, opset)
+        notes["stereo"] = (
+            "mlp_input and stereo_grid are computed outside (TemporalHistory.inputs); "
+            f"{STEREO_FEATURE_FILE} gives the scene-start prev_stereo"
+        )
+    else:
+        graph_a, graph_b = ImageToDepth(model, cfg), BevToLogits(model)
     meta = ExportMetadata(
         model_config=cfg.to_dict(),
         weights_sha256=weights_sha256(model),
         opset=opset,
         torch_version=torch.__version__,
         onnx_version=onnx.__version__,
-        image_graph=_export_graph(ImageToDepth(model, cfg), images, spec_a, folder, opset),
-        bev_graph=_export_graph(BevToLogits(model), bev, spec_b, folder, opset),
-        notes={"pooling": "outside the graphs: LiftGeometry indices + bev_pool (fp32)"},
+        image_graph=_export_graph(graph_a, spec_a, folder, opset),
+        bev_graph=_export_graph(graph_b, spec_b, folder, opset),
+        notes=notes,
+        stereo_graph=stereo_graph,
     )
     (folder / METADATA_FILE).write_text(meta.to_json())
     return meta
@@ -280,7 +348,7 @@ def verify_export(
     export_dir: str | Path, cfg: ModelConfig, weights_hash: str | None = None
 ) -> ExportMetadata:
     """Metadata of `export_dir` after checking it matches `cfg` (and the weights hash when
-    given) and that both graph files are present and unchanged; ExportError otherwise."""
+    given) and that every graph file is present and unchanged; ExportError otherwise."""
     folder = Path(export_dir)
     meta = read_metadata(folder)
     diffs = config_differences(meta.model_config, cfg)
@@ -291,7 +359,9 @@ def verify_export(
             f"export {folder} holds other weights (sha256 {meta.weights_sha256[:12]}…, "
             f"loaded model {weights_hash[:12]}…)"
         )
-    for spec in (meta.image_graph, meta.bev_graph):
+    if is_stereo_4d(cfg) and meta.stereo_graph is None:
+        raise ExportError(f"export {folder} has no {STEREO_FEATURE_FILE} (a 4D-stereo export)")
+    for spec in meta.graphs():
         path = folder / spec.file
         if not path.is_file():
             raise ExportError(f"export {folder} is incomplete: {spec.file} missing")

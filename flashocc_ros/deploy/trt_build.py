@@ -37,6 +37,7 @@ from flashocc_ros.deploy.engine_meta import (
     EngineLayout,
     EngineMetadata,
     Platform,
+    check_engine_config,
     cuda_platform,
     make_metadata,
 )
@@ -331,6 +332,7 @@ def build_engines(
     valid calibration caches in the folder. Metadata is removed before and written after each
     engine, so an interrupted build leaves no usable-looking engine behind.
     """
+    check_engine_config(cfg)
     platform: Platform = cuda_platform(load_tensorrt(), device)
     export = ensure_export(model, cfg, layout.onnx_dir)
     batches = None

@@ -9,9 +9,10 @@ plugin, ScatterND reductions are unsupported), index_put/index_add never reach a
 Checked: every node's op type against `OP_TABLE` (an op missing from the table is reported, so
 the table must be extended — after reading operators.md — before a new op is accepted), the
 dtype of each node's data input, op restrictions (Resize modes, pooling dilations and indices,
-inputs that must be build-time constants), dtypes of every tensor (no float64, int8 only
-around Q/DQ, no bool or int8/uint8 network outputs), custom domains (need a plugin) and the
-opset range. Not checked: shapes, TensorRT layer precision choices, plugin availability.
+inputs that must be build-time constants, 4D GridSample only), dtypes of every tensor (no
+float64, int8 only around Q/DQ, no bool or int8/uint8 network outputs), custom domains (need a
+plugin) and the opset range. Not checked: shapes, TensorRT layer precision choices, plugin
+availability.
 """
 
 from __future__ import annotations
@@ -74,25 +75,28 @@ OP_TABLE: dict[str, OpRule] = {
     "Squeeze": OpRule(True, _FIB),
     "Split": OpRule(True, _FIB),
     "Cast": OpRule(True, _ANY_SUPPORTED, "target type must be a TensorRT type"),
-    # --- plausible in variants -----------------------------------------------------------------
-    "BatchNormalization": OpRule(True, _F),
-    "AveragePool": OpRule(True, _F, "2D/3D only; dilations all ones"),
-    "GlobalAveragePool": OpRule(True, _F),
+    # --- used by the 4D-stereo graphs (cost volume, camera-aware DepthNet) ---------------------
+    "GridSample": OpRule(True, frozenset({"float", "float16"}), "4D input (and grid) only"),
+    "Abs": OpRule(True, _FI),
+    "Neg": OpRule(True, _FI),
+    "Equal": OpRule(True, _FI),
     "Sigmoid": OpRule(True, _F),
+    "BatchNormalization": OpRule(True, _F),
+    "GlobalAveragePool": OpRule(True, _F),
+    # --- plausible in variants -----------------------------------------------------------------
+    "AveragePool": OpRule(True, _F, "2D/3D only; dilations all ones"),
     "Sub": OpRule(True, _FI),
     "Div": OpRule(True, _FI),
     "Pad": OpRule(True, _FI),
     "Flatten": OpRule(True, _FIB),
     "Expand": OpRule(True, _FIB),
     "ConstantOfShape": OpRule(True, _FIB),
-    "Equal": OpRule(True, _FI),
     "Where": OpRule(True, _FIB),
     "ArgMax": OpRule(True, _FI),
     "ReduceSum": OpRule(True, _FI, "axes must be a build-time constant"),
     "ReduceMean": OpRule(True, _FI, "axes must be a build-time constant"),
     "ReduceMax": OpRule(True, _FI, "axes must be a build-time constant"),
     "CumSum": OpRule(True, _F, "axis must be a build-time constant"),
-    "GridSample": OpRule(True, frozenset({"float", "float16"}), "4D input only"),
     "GatherElements": OpRule(True, _FIB),
     "GatherND": OpRule(True, _FIB),
     "Scatter": OpRule(True, _FI),
@@ -138,9 +142,12 @@ class _Graph:
     def __init__(self, model: onnx.ModelProto) -> None:
         g = model.graph
         self.dtypes: dict[str, str] = {}
+        self.ranks: dict[str, int] = {}
         for vi in [*g.input, *g.value_info, *g.output]:
             if vi.type.HasField("tensor_type"):
                 self.dtypes[vi.name] = _dtype_name(vi.type.tensor_type.elem_type)
+                if vi.type.tensor_type.HasField("shape"):
+                    self.ranks[vi.name] = len(vi.type.tensor_type.shape.dim)
         for init in g.initializer:
             self.dtypes[init.name] = _dtype_name(init.data_type)
         self.constants = {init.name for init in g.initializer}
@@ -219,6 +226,17 @@ def _constant_input(index: int, what: str) -> Callable[[onnx.NodeProto, _Graph],
     return check
 
 
+def _grid_sample(node: onnx.NodeProto, g: _Graph) -> list[str]:
+    """operators.md (TensorRT 10.x): GridSample FP32/FP16, "Input must be 4D input" (the
+    parser also rejects a 5D volumetric grid). Ranks unknown after shape inference pass."""
+    out = []
+    for what, name in zip(("input X", "grid"), node.input, strict=False):
+        rank = g.ranks.get(name)
+        if rank is not None and rank != 4:
+            out.append(f"{what} is {rank}D: TensorRT supports 4D GridSample only")
+    return out
+
+
 def _cast(node: onnx.NodeProto, g: _Graph) -> list[str]:
     to = _dtype_name(int(_attrs(node).get("to", 0)))
     return [] if to in _ANY_SUPPORTED else [f"cast to {to} is not a TensorRT type"]
@@ -237,6 +255,7 @@ _RESTRICTIONS: dict[str, Callable[[onnx.NodeProto, _Graph], list[str]]] = {
     "CumSum": _constant_input(1, "axis"),
     "TopK": _constant_input(1, "K"),
     "Cast": _cast,
+    "GridSample": _grid_sample,
 }
 
 

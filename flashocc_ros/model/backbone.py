@@ -92,6 +92,14 @@ class Bottleneck(nn.Module):
         return result
 
 
+def stage_channels(depth: int) -> tuple[int, ...]:
+    """Output channels of stages 0..3 of a ResNet of `depth` (18, 34, 50, 101)."""
+    if depth not in RESNET_LAYOUT:
+        raise ValueError(f"ResNet depth must be one of {sorted(RESNET_LAYOUT)}, got {depth}")
+    block = Bottleneck if RESNET_LAYOUT[depth][0] else BasicBlock
+    return tuple(w * block.expansion for w in STAGE_WIDTHS)
+
+
 class ResNet(nn.Module):
     """ResNet without the classifier. Stage i (0..3) has stride 4·2^i relative to the input."""
 
@@ -109,7 +117,7 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         in_ch = 64
-        self.stage_channels: tuple[int, ...] = tuple(w * block.expansion for w in STAGE_WIDTHS)
+        self.stage_channels = stage_channels(depth)
         stages: list[nn.Sequential] = []
         for i, (width, count) in enumerate(zip(STAGE_WIDTHS, blocks, strict=True)):
             layers: list[nn.Module] = []

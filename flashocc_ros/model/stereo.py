@@ -75,15 +75,20 @@ def cost_volume(prev: Tensor, curr: Tensor, grid: Tensor, bias: float) -> Tensor
         raise ValueError(f"grid must be (B·N, D·h, w, 2), got {tuple(grid.shape)}")
     d = grid.shape[1] // h
     grid = grid.to(curr.dtype)
-    cost = torch.zeros(bn, d, h, w, dtype=curr.dtype, device=curr.device)
-    warped = cost  # replaced in the loop (Cs >= GROUP_SIZE)
+    # The sum starts from the first group, not from zeros: equal to the official zeros + ...
+    # (0 + x == x), and an exported graph then carries no (B·N, D, h, w) zero constant.
+    cost: Tensor | None = None
+    warped = curr  # replaced in the loop (Cs >= GROUP_SIZE)
     for g in range(cs // GROUP_SIZE):
         sl = slice(g * GROUP_SIZE, (g + 1) * GROUP_SIZE)
         warped = F.grid_sample(
             prev[:, sl], grid, mode="bilinear", padding_mode="zeros", align_corners=True
         )  # (B·N, 4, D·h, w)
         diff = curr[:, sl].unsqueeze(2) - warped.view(bn, GROUP_SIZE, d, h, w)
-        cost = cost + diff.abs().sum(dim=1)  # (B·N, D, h, w)
+        term = diff.abs().sum(dim=1)  # (B·N, D, h, w)
+        cost = term if cost is None else cost + term
+    if cost is None:
+        raise ValueError(f"Cs (stereo channels) must be at least {GROUP_SIZE}, got {cs}")
     if bias != 0.0:
         invalid = warped[:, 0].view(bn, d, h, w) == 0
         cost = cost + invalid.to(cost.dtype) * bias

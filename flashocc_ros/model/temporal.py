@@ -6,6 +6,10 @@ ego motion (camera_to_keyego = inv(E_t[cam0])·E_{t-1}[n]·S_n, float64), no BEV
 concatenated [previous, current]. `TemporalHistory` caches each frame's stereo feature, depth,
 context and geometry so a step runs the image network once (§3.4); `forward_stereo4d` recomputes
 all three frames (t, t−1, t−2) exactly as `BEVStereo4D.extract_img_feat` does.
+
+`TemporalHistory` owns everything pose-, calibration- and history-dependent (selection, matrices,
+DepthNet input, cost-volume grid, pooling); the network runs behind `TemporalNet` (image step and
+BEV step): `TorchTemporalNet` (the model's layers) or the onnxruntime graphs.
 """
 
 from __future__ import annotations
@@ -13,12 +17,17 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import NamedTuple, Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from flashocc_ros.config import ModelConfig
+from flashocc_ros.model.depth_net import mlp_input
 from flashocc_ros.model.flashocc import FlashOCC, StereoInput
-from flashocc_ros.model.geometry import Calibration
+from flashocc_ros.model.geometry import Calibration, LiftGeometry, create_frustum
+from flashocc_ros.model.stereo import stereo_grid
+from flashocc_ros.model.view_transformer import STEREO_DOWNSAMPLE, splat
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,14 @@ class FrameCache:
     calib: Calibration  # static extrinsics S_n, intrinsics, post-aug of that frame
     ego_to_global: Tensor  # (B, N, 4, 4)
     stamp_ns: int
+
+
+class StepInputs(NamedTuple):
+    """Pose- and calibration-dependent inputs of one step, computed outside any network graph."""
+
+    key_extrinsic: Tensor  # (B, N, 4, 4) camera -> key ego of this frame
+    mlp_in: Tensor  # (B, N, 27) DepthNet input (built with key_extrinsic)
+    grid: Tensor  # (B·N, D·H/4, W/4, 2) cost-volume sampling grid in the older frame
 
 
 @dataclass(frozen=True)
@@ -123,6 +140,73 @@ def forward_stereo4d(model: FlashOCC, frames: Sequence[TemporalFrame]) -> Tensor
     return model.bev_to_logits(torch.cat(bevs, dim=1))  # [BEV(t−1), BEV(t)] on channels
 
 
+class ImageStep(NamedTuple):
+    """What the image half of the 4D-stereo network gives for one frame."""
+
+    depth: Tensor  # (B, N, D, fH, fW) probabilities
+    context: Tensor  # (B, N, Cctx, fH, fW)
+    stereo: Tensor  # (B, N, Cs, H/4, W/4) this frame's stereo feature (next frame's prev)
+
+
+class TemporalNet(Protocol):
+    """The network parts of one 4D-stereo step; everything else lives in `TemporalHistory`."""
+
+    cfg: ModelConfig
+
+    def image_step(
+        self, images: Tensor, mlp_in: Tensor, prev_stereo: Tensor | None, grid: Tensor
+    ) -> ImageStep:
+        """images (B, N, 3, H, W), mlp_in (B, N, 27), prev_stereo (B, N, Cs, H/4, W/4) of the
+        older frame or None (scene start: this frame's own stereo feature), grid
+        (B·N, D·H/4, W/4, 2) -> ImageStep (backbone, neck, cost volume, DepthNet, softmax)."""
+        ...
+
+    def bev_step(self, bev_prev: Tensor, bev_curr: Tensor) -> Tensor:
+        """(B, Cctx·Dz, Y, X) each -> logits (B, X, Y, Z, cls): pre_process_net on each,
+        concatenated [prev, curr], BEV encoder, occupancy head."""
+        ...
+
+
+class TorchTemporalNet:
+    """`TemporalNet` of a FlashOCC module (the reference; also what the ONNX graphs trace)."""
+
+    def __init__(self, model: FlashOCC) -> None:
+        if not model.cfg.stereo or not model.cfg.temporal:
+            raise ValueError(f"model {model.cfg.name!r} is not a 4D-stereo model")
+        self.model = model
+        self.cfg = model.cfg
+
+    def image_step(
+        self, images: Tensor, mlp_in: Tensor, prev_stereo: Tensor | None, grid: Tensor
+    ) -> ImageStep:
+        features = self.model.encode_images(images)
+        assert features.stereo is not None
+        prev = features.stereo if prev_stereo is None else prev_stereo
+        vt = self.model.img_view_transformer
+        cost = vt.stereo_cost_on_grid(prev, features.stereo, grid)  # (B·N, D, H/4, W/4)
+        depth, context = vt.depth_context_mlp(features.feat, mlp_in, cost)
+        return ImageStep(depth, context, features.stereo)
+
+    def bev_step(self, bev_prev: Tensor, bev_curr: Tensor) -> Tensor:
+        m = self.model
+        fused = torch.cat([m.frame_bev(bev_prev), m.frame_bev(bev_curr)], dim=1)
+        return m.bev_to_logits(fused)  # (B, X, Y, Z, cls)
+
+
+class StereoLiftGeometry(nn.Module):
+    """Calibration-dependent constants of a 4D-stereo step: the stride-4 cost-volume frustum
+    and the pooling indices of the current frame and of the re-lifted previous frame."""
+
+    cv_frustum: Tensor
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.geometry = LiftGeometry(cfg)  # current (key) frame, cached per calibration
+        self.prev_geometry = LiftGeometry(cfg)  # previous frame re-lifted into the key ego
+        frustum = create_frustum(cfg, downsample=STEREO_DOWNSAMPLE)  # (D, H/4, W/4, 3)
+        self.register_buffer("cv_frustum", frustum, persistent=False)
+
+
 class TemporalHistory:
     """History of the 4D-stereo model: feed frames in time order with `step`.
 
@@ -131,15 +215,25 @@ class TemporalHistory:
     `previous=` explicitly. Without history (start, after `reset`) the frame is duplicated
     with identity motion, as the official dataset does at scene starts.
 
+    `net` is a FlashOCC (run by `TorchTemporalNet`) or any `TemporalNet` (e.g. onnxruntime).
+
     Exactness: the cached depth/context of t−1 were computed with t−1's own key-ego extrinsic
     in the DepthNet input; the official model uses t's. They are equal when the per-camera ego
     poses of a bundle are equal (no intra-bundle motion); otherwise they differ slightly.
     """
 
-    def __init__(self, model: FlashOCC, max_frames: int = 4, target_gap_ns: int = 500_000_000):
-        if not model.cfg.stereo or not model.cfg.temporal:
-            raise ValueError(f"model {model.cfg.name!r} is not a 4D-stereo model")
-        self.model = model
+    def __init__(
+        self,
+        net: FlashOCC | TemporalNet,
+        max_frames: int = 4,
+        target_gap_ns: int = 500_000_000,
+    ):
+        cfg = net.cfg
+        if not cfg.stereo or not cfg.temporal:
+            raise ValueError(f"model {cfg.name!r} is not a 4D-stereo model")
+        self.net: TemporalNet = TorchTemporalNet(net) if isinstance(net, FlashOCC) else net
+        self.cfg = cfg
+        self.lift = StereoLiftGeometry(cfg)
         self.target_gap_ns = target_gap_ns
         self.frames: deque[FrameCache] = deque(maxlen=max_frames)
 
@@ -154,34 +248,41 @@ class TemporalHistory:
             return None
         return min(older, key=lambda c: abs(stamp_ns - c.stamp_ns - self.target_gap_ns))
 
+    def inputs(self, frame: TemporalFrame, prev: FrameCache | None) -> StepInputs:
+        """DepthNet input, cost-volume grid and key-ego extrinsic of `frame` against `prev`
+        (identity motion and no previous stereo feature when `prev` is None)."""
+        calib, ego, like = frame.calib, frame.ego_to_global, frame.images
+        key_ext = camera_to_keyego(ego, calib, ego).to(like)  # (B, N, 4, 4)
+        m = mlp_input(key_ext, calib.intrinsics, calib.post_rot, calib.post_tran, calib.bda)
+        if prev is None:
+            b, n = calib.batch_size, calib.num_cameras
+            k2s = torch.eye(4, dtype=like.dtype, device=like.device).expand(b, n, 4, 4)
+        else:
+            k2s = curr_to_adj(calib, ego, prev.calib, prev.ego_to_global).to(like)
+        frustum = self.lift.cv_frustum
+        grid = stereo_grid(frustum, k2s, calib.intrinsics, calib.post_rot, calib.post_tran)
+        return StepInputs(key_ext, m, grid)  # grid (B·N, D·H/4, W/4, 2)
+
     @torch.no_grad()
     def step(
         self, frame: TemporalFrame, previous: FrameCache | str | None = "auto"
     ) -> TemporalOutput:
         """Process `frame` against a past frame; the frame's cache is appended to the history."""
         prev = self.select(frame.stamp_ns) if isinstance(previous, str) else previous
-        model, vt = self.model, self.model.img_view_transformer
-        calib, ego = frame.calib, frame.ego_to_global
-        key_ext = camera_to_keyego(ego, calib, ego).to(frame.images)
-        features = model.encode_images(frame.images)
-        assert features.stereo is not None
-        if prev is None:
-            b, n = calib.batch_size, calib.num_cameras
-            eye = torch.eye(4, dtype=frame.images.dtype, device=frame.images.device)
-            stereo = StereoInput(features.stereo, eye.expand(b, n, 4, 4), key_ext)
-        else:
-            k2s = curr_to_adj(calib, ego, prev.calib, prev.ego_to_global)
-            stereo = StereoInput(prev.stereo, k2s.to(frame.images), key_ext)
-        depth, context = model.depth_context(features, calib, stereo)
-        bev_curr = vt.splat(depth, context, vt.geometry.indices(_with_extrinsic(calib, key_ext)))
+        self.lift.to(frame.images.device)
+        calib, ego, grid_cfg = frame.calib, frame.ego_to_global, self.cfg.grid
+        inp = self.inputs(frame, prev)
+        prev_stereo = None if prev is None else prev.stereo
+        out = self.net.image_step(frame.images, inp.mlp_in, prev_stereo, inp.grid)
+        indices = self.lift.geometry.indices(_with_extrinsic(calib, inp.key_extrinsic))
+        bev_curr = splat(out.depth, out.context, indices, grid_cfg)  # (B, Cctx·Dz, Y, X)
         if prev is None:
             bev_prev = bev_curr
         else:
             prev_ext = camera_to_keyego(ego, prev.calib, prev.ego_to_global)
-            prev_calib = _with_extrinsic(prev.calib, prev_ext)
-            bev_prev = vt.splat(prev.depth, prev.context, vt.prev_geometry.indices(prev_calib))
-        fused = torch.cat([model.frame_bev(bev_prev), model.frame_bev(bev_curr)], dim=1)
-        logits = model.bev_to_logits(fused)  # (B, X, Y, Z, cls)
-        cache = FrameCache(features.stereo, depth, context, calib, ego, frame.stamp_ns)
+            prev_indices = self.lift.prev_geometry.indices(_with_extrinsic(prev.calib, prev_ext))
+            bev_prev = splat(prev.depth, prev.context, prev_indices, grid_cfg)
+        logits = self.net.bev_step(bev_prev, bev_curr)  # (B, X, Y, Z, cls)
+        cache = FrameCache(out.stereo, out.depth, out.context, calib, ego, frame.stamp_ns)
         self.frames.append(cache)
         return TemporalOutput(logits, bev_prev, bev_curr, cache)

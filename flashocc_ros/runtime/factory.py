@@ -226,8 +226,14 @@ def _onnxruntime_backend(cfg: ModelConfig, model: nn.Module, params: NodeConfig)
     if params.precision != "fp32":
         raise BackendError(f"backend onnxruntime runs the fp32 export, not {params.precision}")
     providers = choose_providers(params.device)
+    spacing = int(params.history_spacing_s * 1e9)  # temporal (4D-stereo) exports only
     return OnnxRuntimeBackend(
-        params.engine_path, cfg, weights_sha256(model), providers, export_hint=hint
+        params.engine_path,
+        cfg,
+        weights_sha256(model),
+        providers,
+        export_hint=hint,
+        history_spacing_ns=spacing,
     )
 
 

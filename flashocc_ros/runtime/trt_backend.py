@@ -35,12 +35,13 @@ from flashocc_ros.deploy.engine_meta import (
     EngineLayout,
     EngineMetadata,
     Expected,
+    check_engine_config,
     check_engines,
     cuda_platform,
     decide,
     read_engine_metadata,
 )
-from flashocc_ros.deploy.onnx_export import ExportError, check_exportable, weights_sha256
+from flashocc_ros.deploy.onnx_export import ExportError, weights_sha256
 from flashocc_ros.model.flashocc import FlashOCC
 from flashocc_ros.model.geometry import Calibration
 from flashocc_ros.runtime.backend import BackendError, FramePoses
@@ -152,7 +153,7 @@ class TensorRTBackend:
                 f"{', '.join(ENGINE_PRECISIONS)}"
             )
         try:
-            check_exportable(cfg)
+            check_engine_config(cfg)
             version = load_tensorrt()
         except (ExportError, EngineError) as err:
             raise BackendError(f"backend tensorrt: {err}") from err

@@ -50,10 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         EngineError,
         EngineLayout,
         Expected,
+        check_engine_config,
         check_engines,
         cuda_platform,
     )
-    from flashocc_ros.deploy.onnx_export import ExportError, check_exportable, weights_sha256
+    from flashocc_ros.deploy.onnx_export import ExportError, weights_sha256
     from flashocc_ros.deploy.trt_build import build_engines, int8_rebuild_blocker, load_tensorrt
     from flashocc_ros.model.flashocc import FlashOCC
     from flashocc_ros.node_config import node_config_from_mapping
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.out.exists() and not args.out.is_dir():
             raise ConfigError(f"--out {args.out} exists and is not a folder")
         cfg, model = load_model(args.model_config, args.weights)
-        check_exportable(cfg)
+        check_engine_config(cfg)
         if not isinstance(model, FlashOCC):
             raise ConfigError(f"cannot build engines for a {type(model).__name__}")
         layout = EngineLayout(args.out, args.precision)

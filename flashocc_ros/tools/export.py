@@ -1,5 +1,6 @@
-"""Export a single-frame FlashOCC to the two ONNX graphs the onnxruntime backend runs.
-In: --model-config, --weights, --out DIR. Out: DIR/{image_to_depth,bev_to_logits}.onnx + metadata.
+"""Export FlashOCC to the ONNX graphs the onnxruntime backend runs (single-frame or M2).
+In: --model-config, --weights, --out DIR. Out: DIR/{image_to_depth,bev_to_logits}.onnx + metadata
+(4D-stereo configs also DIR/stereo_feature.onnx).
 
 `python -m flashocc_ros.tools.export --model-config demo --weights W.safetensors --out DIR`.
 Weights follow the node's `weights` parameter ("" = shipped demo weights, "random" = seeded
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     LOG.info("exported %s in %.1f s -> %s", cfg.name, time.perf_counter() - t0, args.out)
     violations = 0
-    for spec in (meta.image_graph, meta.bev_graph):
+    for spec in meta.graphs():
         found = check_trt_compat(args.out / spec.file)
         violations += len(found)
         LOG.info(

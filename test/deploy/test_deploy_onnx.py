@@ -186,10 +186,13 @@ def test_stale_or_foreign_exports_are_refused(
         OnnxRuntimeBackend(copy, TINY)
 
 
-def test_temporal_configs_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="single-frame"):
-        export_onnx(build_model(TINY_STEREO), TINY_STEREO, tmp_path)
-    with pytest.raises(BackendError, match="single-frame"):
+def test_unsupported_configs_are_refused(tmp_path: Path) -> None:
+    aware = TINY.replace(depth_net="camera_aware")  # camera-aware without stereo
+    with pytest.raises(ExportError, match="camera-aware"):
+        export_onnx(build_model(aware), aware, tmp_path)
+    with pytest.raises(BackendError, match="camera-aware"):
+        OnnxRuntimeBackend(tmp_path, aware)
+    with pytest.raises(BackendError, match="no ONNX export"):  # M2 exports (own test file)
         OnnxRuntimeBackend(tmp_path, TINY_STEREO)
 
 
@@ -223,9 +226,6 @@ def test_export_and_compare_cli(tmp_path: Path, caplog: pytest.LogCaptureFixture
     caplog.set_level(logging.INFO)
     out = tmp_path / "tiny"
     assert export.main(["--model-config", "nope", "--out", str(out)]) == 2
-    stereo = ["--model-config", "tiny-stereo", "--weights", "random", "--out", str(out)]
-    assert export.main(stereo) == 2
-    assert "single-frame configs only" in caplog.text
     base = ["--model-config", "tiny", "--weights", "random"]
     assert export.main([*base, "--out", str(out), "--strict-trt"]) == 0
     assert (out / METADATA_FILE).is_file()
