@@ -4,14 +4,18 @@ In: two Backends + frames (random images on the default rig, or dataset keyframe
 Reported: max / mean absolute logit difference, arg-max label agreement, per-class agreement
 IoU between the two label grids (|A=c ∧ B=c| / |A=c ∨ B=c|) and, when the frames carry ground
 truth, each backend's per-class IoU against it and the difference.
+Temporal models (M2) run over a time sequence: each frame carries its per-camera ego poses, both
+backends keep history and are reset together at sequence starts; the report then also lists
+every frame (max / mean abs diff, agreement, history starts), so drift over a sequence shows.
 `python -m flashocc_ros.tools.compare --model-config tiny --weights random --b onnxruntime
---engine-path DIR [--dataset DIR] [--frames 4]`.
+--engine-path DIR [--dataset DIR [--start K]] [--frames 4]`.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -25,18 +29,45 @@ from torch import Tensor
 from flashocc_ros.config import ConfigError, ModelConfig
 from flashocc_ros.eval.metrics import MiouMetric
 from flashocc_ros.model.geometry import Calibration
-from flashocc_ros.runtime.backend import Backend, BackendError
+from flashocc_ros.runtime.backend import Backend, BackendError, FramePoses
 
 LOG = logging.getLogger(__name__)
 
+DEFAULT_MAX_GAP_NS = 1_500_000_000  # history reset after a longer gap (history_max_gap_s)
+
 
 class Frame(NamedTuple):
-    """One input frame, optionally with ground truth (X, Y, Z) labels and camera mask."""
+    """One input frame, optionally with ground truth (X, Y, Z) labels and camera mask.
+
+    Temporal models need `poses` and `calib` with the static extrinsics; single-frame models take
+    key-ego folded extrinsics and no poses (the pipeline's `calibration` gives either).
+    """
 
     images: Tensor  # (1, N, 3, H, W) normalised
     calib: Calibration  # B = 1
     semantics: np.ndarray | None = None  # (X, Y, Z) integer labels
     mask_camera: np.ndarray | None = None  # (X, Y, Z) bool
+    poses: FramePoses | None = None  # per-camera ego poses (B = 1) and the bundle stamp
+    stamp_ns: int | None = None  # bundle stamp (camera 0); None: that of `poses`, if any
+    sequence: str = ""  # scene / drive; frames of a sequence come in time order
+
+    @property
+    def stamp(self) -> int | None:
+        """Bundle stamp in ns: `stamp_ns`, else that of `poses`, else None."""
+        if self.stamp_ns is not None:
+            return self.stamp_ns
+        return None if self.poses is None else self.poses.stamp_ns
+
+
+class FrameDiff(NamedTuple):
+    """How the two backends differ on one frame (frames in processing order)."""
+
+    sequence: str
+    time_s: float | None  # s since the first frame of its sequence (None: no stamp)
+    max_abs: float  # max |logit_A - logit_B| of this frame
+    mean_abs: float
+    agreement: float  # fraction of equal arg-max labels, in [0, 1]
+    history_start: bool  # both backends were reset before this frame
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,11 +83,25 @@ class CompareReport:
     class_agreement_iou: np.ndarray  # (cls,) IoU of label c between A and B (nan: absent)
     iou_a: np.ndarray | None = None  # (cls,) IoU of A vs ground truth (frames with GT only)
     iou_b: np.ndarray | None = None  # (cls,) IoU of B vs ground truth
+    per_frame: tuple[FrameDiff, ...] = ()  # one entry per frame, in processing order
+    temporal: bool = False  # a temporal model: the table lists every frame
 
     @property
     def iou_diff(self) -> np.ndarray | None:
         """(cls,) IoU_B - IoU_A against ground truth, None without ground truth."""
         return None if self.iou_a is None or self.iou_b is None else self.iou_b - self.iou_a
+
+    @property
+    def worst_frame(self) -> int:
+        """Index (processing order) of the frame with the largest max abs difference."""
+        if not self.per_frame:
+            raise ValueError("the report has no per-frame entries")
+        return max(range(len(self.per_frame)), key=lambda i: self.per_frame[i].max_abs)
+
+    @property
+    def history_starts(self) -> int:
+        """How many times both backends started a fresh history (sequence starts and gaps)."""
+        return sum(f.history_start for f in self.per_frame)
 
     def table(self) -> str:
         lines = [
@@ -64,9 +109,13 @@ class CompareReport:
             f"max abs logit diff  {self.max_abs:.3e}",
             f"mean abs logit diff {self.mean_abs:.3e}",
             f"arg-max agreement   {100 * self.agreement:.4f} %",
-            f"{'class':>6}{'agree IoU %':>13}"
-            + (f"{'IoU diff %':>12}" if self.iou_a is not None else ""),
         ]
+        if self.temporal and self.per_frame:
+            lines += self._frame_rows()
+        lines.append(
+            f"{'class':>6}{'agree IoU %':>13}"
+            + (f"{'IoU diff %':>12}" if self.iou_a is not None else "")
+        )
         diff = self.iou_diff
         for c, v in enumerate(self.class_agreement_iou):
             row = f"{c:>6}{'n/a' if np.isnan(v) else f'{100 * v:.3f}':>13}"
@@ -75,29 +124,83 @@ class CompareReport:
             lines.append(row)
         return "\n".join(lines)
 
+    def _frame_rows(self) -> list[str]:
+        """Worst frame, then one row per frame (`*`: history start), so drift shows."""
+        w = self.worst_frame
+        lines = [
+            f"history starts      {self.history_starts}",
+            f"worst frame         {w} (max abs {self.per_frame[w].max_abs:.3e})",
+            f"{'frame':>6}  {'sequence':<16}{'t s':>8}{'max abs':>11}{'mean abs':>11}"
+            f"{'agree %':>10}",
+        ]
+        for i, f in enumerate(self.per_frame):
+            t = "-" if f.time_s is None else f"{f.time_s:.3f}"
+            mark = " *" if f.history_start else ""
+            lines.append(
+                f"{i:>6}  {f.sequence[:16]:<16}{t:>8}{f.max_abs:>11.3e}{f.mean_abs:>11.3e}"
+                f"{100 * f.agreement:>10.4f}{mark}"
+            )
+        return lines
 
-def compare_backends(a: Backend, b: Backend, frames: Iterable[Frame]) -> CompareReport:
-    """Run both backends on every frame and accumulate the agreement statistics."""
+
+def compare_backends(
+    a: Backend,
+    b: Backend,
+    frames: Iterable[Frame],
+    *,
+    temporal: bool = False,
+    max_gap_ns: int = DEFAULT_MAX_GAP_NS,
+) -> CompareReport:
+    """Run both backends on every frame, in the given order, and accumulate the statistics.
+
+    Each frame's `poses` go to both backends. Both are reset before the first frame, when the
+    sequence changes and after a gap longer than `max_gap_ns` (as the pipeline does); within a
+    sequence the stamps must increase. `temporal`: the backends run a temporal model, so every
+    frame must carry poses (ValueError otherwise) and the table lists every frame.
+    """
     max_abs, abs_sum, count, voxels, equal = 0.0, 0.0, 0, 0, 0
     inter: np.ndarray | None = None
     union: np.ndarray | None = None
     metric_a: MiouMetric | None = None
     metric_b: MiouMetric | None = None
-    n = 0
-    for frame in frames:
-        la = a.infer(frame.images, frame.calib).float().cpu()  # (1, X, Y, Z, cls)
-        lb = b.infer(frame.images, frame.calib).float().cpu()
+    per_frame: list[FrameDiff] = []
+    clock = _SequenceClock(max_gap_ns)
+    for i, frame in enumerate(frames):
+        if temporal and frame.poses is None:
+            raise ValueError(
+                f"frame {i} has no ego poses: a temporal model needs FramePoses with every "
+                "frame (random_frames / dataset_frames give them)"
+            )
+        start, time_s = clock.advance(i, frame)
+        if start:
+            a.reset()
+            b.reset()
+        la = a.infer(frame.images, frame.calib, frame.poses).float().cpu()  # (1, X, Y, Z, cls)
+        lb = b.infer(frame.images, frame.calib, frame.poses).float().cpu()
         if la.shape != lb.shape:
             raise ValueError(f"logit shapes differ: {tuple(la.shape)} vs {tuple(lb.shape)}")
         diff = (la - lb).abs()
-        max_abs = max(max_abs, float(diff.max()))
-        abs_sum += float(diff.sum(dtype=torch.float64))
+        frame_sum = float(diff.sum(dtype=torch.float64))
+        frame_max = float(diff.max())
+        max_abs = max(max_abs, frame_max)
+        abs_sum += frame_sum
         count += diff.numel()
         num_cls = la.shape[-1]
         ya = la.argmax(-1).numpy()  # (1, X, Y, Z)
         yb = lb.argmax(-1).numpy()
-        equal += int((ya == yb).sum())
+        frame_equal = int((ya == yb).sum())
+        equal += frame_equal
         voxels += ya.size
+        per_frame.append(
+            FrameDiff(
+                frame.sequence,
+                time_s,
+                frame_max,
+                frame_sum / diff.numel(),
+                frame_equal / ya.size,
+                start,
+            )
+        )
         classes = np.arange(num_cls).reshape(-1, 1)
         ia, ib = ya.reshape(1, -1) == classes, yb.reshape(1, -1) == classes  # (cls, voxels)
         inter = (ia & ib).sum(1) + (0 if inter is None else inter)
@@ -107,59 +210,172 @@ def compare_backends(a: Backend, b: Backend, frames: Iterable[Frame]) -> Compare
             metric_b = metric_b or MiouMetric(num_cls)
             metric_a.add(ya[0], frame.semantics, frame.mask_camera)
             metric_b.add(yb[0], frame.semantics, frame.mask_camera)
-        n += 1
-    if n == 0 or inter is None or union is None:
+    if not per_frame or inter is None or union is None:
         raise ValueError("no frames to compare")
     with np.errstate(divide="ignore", invalid="ignore"):
         class_iou = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
     return CompareReport(
         a.name,
         b.name,
-        n,
+        len(per_frame),
         max_abs,
         abs_sum / count,
         equal / voxels,
         class_iou,
         None if metric_a is None else metric_a.result().iou,
         None if metric_b is None else metric_b.result().iou,
+        tuple(per_frame),
+        temporal,
     )
 
 
-def random_frames(cfg: ModelConfig, count: int, seed: int = 0) -> Iterator[Frame]:
-    """`count` frames of random normalised images on the nuScenes-like rig's calibration."""
+class _SequenceClock:
+    """Decides where a history starts: the first frame, a new sequence, a gap > max_gap_ns."""
+
+    def __init__(self, max_gap_ns: int) -> None:
+        self.max_gap_ns = max_gap_ns
+        self.sequence: str | None = None
+        self.first_ns: int | None = None  # stamp of the sequence's first frame
+        self.last_ns: int | None = None
+
+    def advance(self, index: int, frame: Frame) -> tuple[bool, float | None]:
+        """(history starts here, s since the sequence's first frame) of the next frame."""
+        stamp = frame.stamp
+        start = frame.sequence != self.sequence
+        if not start and stamp is not None and self.last_ns is not None:
+            if stamp <= self.last_ns:
+                raise ValueError(
+                    f"frame {index}: stamp {stamp} ns is not after the previous frame's "
+                    f"({self.last_ns} ns) in sequence {frame.sequence!r}; give the frames of a "
+                    "sequence in time order"
+                )
+            start = stamp - self.last_ns > self.max_gap_ns
+        if frame.sequence != self.sequence or self.first_ns is None:
+            self.first_ns = stamp
+        self.sequence, self.last_ns = frame.sequence, stamp
+        if stamp is None or self.first_ns is None:
+            return start, None
+        return start, (stamp - self.first_ns) / 1e9
+
+
+def drive_pose(t_s: float, speed_mps: float, yaw_rate: float) -> np.ndarray:
+    """(4, 4) odom <- base_link after `t_s` s of driving forward (+x) from the origin at
+    `speed_mps` m/s while turning at `yaw_rate` rad/s (left for > 0), float64."""
+    yaw = yaw_rate * t_s
+    c, s = math.cos(yaw), math.sin(yaw)
+    pose = np.eye(4)
+    pose[:2, :2] = [[c, -s], [s, c]]
+    if yaw_rate == 0.0:
+        pose[0, 3] = speed_mps * t_s
+    else:  # on a circle of radius v / w
+        pose[0, 3] = speed_mps / yaw_rate * s
+        pose[1, 3] = speed_mps / yaw_rate * (1.0 - c)
+    return pose
+
+
+def random_frames(
+    cfg: ModelConfig,
+    count: int,
+    seed: int = 0,
+    *,
+    speed_mps: float = 5.0,
+    yaw_rate: float = 0.1,
+) -> Iterator[Frame]:
+    """`count` frames of random normalised images on the nuScenes-like rig's calibration.
+
+    Temporal configs get a drive: frames one keyframe period (0.5 s) apart, moving forward at
+    `speed_mps` m/s and turning at `yaw_rate` rad/s, each camera's ego pose at its own
+    (staggered) capture time, static extrinsics in `calib` (as the pipeline gives them).
+    """
     from flashocc_ros.model.preprocess import rig_calibration
     from flashocc_ros.rig import nuscenes_like_rig
+    from flashocc_ros.world.trajectory import Timing
 
     calib = rig_calibration(nuscenes_like_rig(), cfg.input_size)
     gen = torch.Generator().manual_seed(seed)
-    for _ in range(count):
-        yield Frame(torch.randn(1, cfg.num_cameras, 3, *cfg.input_size, generator=gen), calib)
+    timing = Timing(num_cameras=cfg.num_cameras)
+    period_s = timing.frames_per_keyframe / timing.camera_hz  # s between keyframes (0.5)
+    for i in range(count):
+        images = torch.randn(1, cfg.num_cameras, 3, *cfg.input_size, generator=gen)
+        if not cfg.temporal:
+            yield Frame(images, calib)
+            continue
+        times = i * period_s + timing.camera_times(0)  # (N,) s, camera 0 first
+        poses = np.stack([drive_pose(float(t), speed_mps, yaw_rate) for t in times])
+        stamp = round(times[0] * 1e9)
+        ego = torch.as_tensor(poses, dtype=torch.float32)[None]  # (1, N, 4, 4)
+        yield Frame(images, calib, poses=FramePoses(ego, stamp), stamp_ns=stamp, sequence="drive")
 
 
-def dataset_frames(root: str | Path, cfg: ModelConfig, count: int) -> Iterator[Frame]:
-    """The first `count` keyframes of a world dataset folder, without augmentation, with GT."""
-    from flashocc_ros.train.data import OccupancyDataset
+class _Recorder:
+    """A Backend that keeps what the pipeline hands the network and returns zero logits."""
 
-    data = OccupancyDataset(root, cfg, train=False)
-    for i in range(min(count, len(data))):
-        item = data[i]
-        calib = Calibration(
-            item["camera_to_ego"][None],
-            item["intrinsics"][None],
-            item["post_rot"][None],
-            item["post_tran"][None],
-            item["bda"][None],
+    name = "recorder"
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        g = cfg.grid
+        self._zeros = torch.zeros(1).expand(1, g.size_x, g.size_y, g.size_z, cfg.num_classes)
+        self.last: tuple[Tensor, Calibration, FramePoses | None] | None = None
+
+    def infer(self, images: Tensor, calib: Calibration, poses: FramePoses | None = None) -> Tensor:
+        self.last = (images, calib, poses)
+        return self._zeros  # (1, X, Y, Z, cls), no memory behind it
+
+    def reset(self) -> None:
+        """No history: `compare_backends` decides where histories start."""
+
+    def last_stage_timings_ms(self) -> dict[str, float]:
+        return {}
+
+
+def dataset_frames(
+    root: str | Path, cfg: ModelConfig, count: int, start: int = 0
+) -> Iterator[Frame]:
+    """`count` consecutive keyframes of a world dataset folder from keyframe `start`, with GT.
+
+    Each keyframe goes through the node's `OccupancyPipeline` (preprocessing without
+    augmentation, calibration, poses) with a recording backend, so a frame is exactly what the
+    node would feed the network: temporal configs get static extrinsics and the per-camera ego
+    poses, single-frame ones key-ego folded extrinsics. `sequence` is the scene name.
+    """
+    from flashocc_ros.runtime.pipeline import CameraInput, OccupancyPipeline
+    from flashocc_ros.world.dataset import DatasetError, WorldDataset
+
+    data = WorldDataset(root)
+    if data.grid.shape != cfg.grid.shape:
+        raise DatasetError(
+            f"X, Y, Z: dataset grid {data.grid.shape} != model grid {cfg.grid.shape}"
         )
+    if not 0 <= start < len(data):
+        raise DatasetError(f"{root}: keyframe {start} asked for, it holds {len(data)}")
+    recorder = _Recorder(cfg)
+    # no gap limit: compare_backends decides where histories start (and the recorder has none)
+    pipeline = OccupancyPipeline(cfg, recorder, max_gap_ns=sys.maxsize)
+    k, ext = data.rig.intrinsics(), data.rig.camera_to_base()  # (N, 3, 3), (N, 4, 4)
+    for rec in data.keyframes[start : start + count]:
+        cams = [
+            CameraInput(c.camera, img, k[n], ext[n], c.ego_pose, c.stamp_ns)
+            for n, (c, img) in enumerate(zip(rec.cams, data.images(rec), strict=True))
+        ]
+        pipeline.process(cams)
+        assert recorder.last is not None
+        images, calib, poses = recorder.last
+        labels = data.labels(rec)
         yield Frame(
-            item["images"][None],
+            images,
             calib,
-            item["semantics"].numpy(),
-            item["mask_camera"].numpy().astype(bool),
+            labels.semantics,
+            labels.mask_camera.astype(bool),
+            poses,
+            rec.stamp_ns,
+            rec.scene,
         )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="flashocc-compare", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="flashocc-compare", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--model-config", default="demo")
     parser.add_argument("--weights", default="")
     parser.add_argument("--a", default="torch", help="reference backend (torch)")
@@ -167,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine-path", default="", help="export folder / engine for B")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dataset", type=Path, help="world dataset folder (default: random)")
-    parser.add_argument("--frames", type=int, default=4)
+    parser.add_argument("--start", type=int, default=0, help="first dataset keyframe (0)")
+    parser.add_argument("--frames", type=int, default=4, help="frames (consecutive keyframes)")
     parser.add_argument("--max-abs", type=float, help="exit 1 when the max abs diff exceeds it")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -176,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     from flashocc_ros.world.dataset import DatasetError
 
     try:
+        if args.frames < 1:
+            raise ValueError(f"--frames must be at least 1, got {args.frames}")
         cfg, model = load_model(args.model_config, args.weights)
         backends = []
         for kind in (args.a, args.b):
@@ -190,10 +409,16 @@ def main(argv: list[str] | None = None) -> int:
             )
             backends.append(make_backend(cfg, model, params))
         if args.dataset is not None:
-            frames: Iterable[Frame] = list(dataset_frames(args.dataset, cfg, args.frames))
+            frames: Iterable[Frame] = dataset_frames(args.dataset, cfg, args.frames, args.start)
         else:
             frames = random_frames(cfg, args.frames)
-        report = compare_backends(backends[0], backends[1], frames)
+        report = compare_backends(
+            backends[0],
+            backends[1],
+            frames,
+            temporal=cfg.temporal,
+            max_gap_ns=round(params.history_max_gap_s * 1e9),
+        )
     except (ConfigError, BackendError, DatasetError, OSError, ValueError) as err:
         LOG.error("flashocc-compare: %s", err)
         return 2
