@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,6 +238,21 @@ def node_config_from_mapping(values: Mapping[str, Any]) -> NodeConfig:
                 raise ConfigError(f"parameter {name}: must be a string, got {value!r}")
             kwargs[name] = value
     return NodeConfig(**kwargs)
+
+
+def parse_param_items(items: Sequence[str]) -> dict[str, Any]:
+    """Command-line `KEY=VALUE` items -> {KEY: value}, each value read as YAML like
+    `ros2 run ... -p KEY:=VALUE` does ("true" -> True, "[a, b]" -> a list, "1.5" -> 1.5)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"parameter {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"parameter {key.strip()}: cannot read {value!r}: {err}") from err
+    return out
 
 
 def parameter_docs() -> dict[str, str]:

@@ -17,6 +17,7 @@ from flashocc_ros.node_config import (
     markdown_table,
     node_config_from_mapping,
     param_yaml,
+    parse_param_items,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,3 +70,17 @@ def test_invalid_values_are_refused_with_a_reason(values: dict[str, object], mat
 def test_readme_parameter_table_is_current() -> None:
     readme = (ROOT / "README.md").read_text()
     assert markdown_table() in readme, "paste `python -m flashocc_ros.node_config` into README"
+
+
+def test_command_line_parameters_are_read_as_yaml_values() -> None:
+    items = ["backend=onnxruntime", "sync_slop_s=0.05", "publish_points=false", "x=[a, b]"]
+    assert parse_param_items(items) == {
+        "backend": "onnxruntime",
+        "sync_slop_s": 0.05,
+        "publish_points": False,
+        "x": ["a", "b"],
+    }
+    assert parse_param_items(["weights="]) == {"weights": None}
+    for bad in ("backend", "=1", "x=[a"):
+        with pytest.raises(ConfigError):
+            parse_param_items([bad])

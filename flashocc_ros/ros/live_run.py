@@ -24,7 +24,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
-from flashocc_ros.node_config import input_topics
+from flashocc_ros.node_config import input_topics, parse_param_items
 from flashocc_ros.ros.recorder import OccupancyRecorder
 
 NODE_NAME = "flashocc"
@@ -187,8 +187,6 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
-    import yaml
-
     from flashocc_ros.config import NUSCENES_CAMERAS
 
     parser = argparse.ArgumentParser(prog="flashocc-live-run", description=__doc__)
@@ -202,10 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         "--sim-time", action="store_true", help="player publishes /clock, node use_sim_time"
     )
     args = parser.parse_args(argv)
-    params = {}
-    for item in args.param:
-        key, _, value = item.partition("=")
-        params[key] = yaml.safe_load(value)
+    params = parse_param_items(args.param)
     cams = tuple(params.get("camera_names", NUSCENES_CAMERAS))
     res = run_live(
         args.bag,

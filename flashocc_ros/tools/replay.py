@@ -2,7 +2,9 @@
 In: a bag with camera images, CameraInfo, /tf, /tf_static. Out: <out>/<stamp_ns>.npz per bundle.
 
 Uses the same synchroniser, TF buffer, assembler and pipeline objects as the node, so its labels
-equal the node's for the same bundles. `python -m flashocc_ros.tools.replay BAG --out DIR`.
+equal the node's for the same bundles. `python -m flashocc_ros.tools.replay BAG --out DIR
+[--param backend=onnxruntime --param engine_path=EXPORT ...]`: any node parameter, so every
+backend (and M2's history) can be checked on a bag without ROS.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 
 from flashocc_ros.config import ConfigError
 from flashocc_ros.msgdefs import flashocc_typestore
-from flashocc_ros.node_config import NodeConfig, node_config_from_mapping
+from flashocc_ros.node_config import NodeConfig, node_config_from_mapping, parse_param_items
 from flashocc_ros.runtime.assembler import BundleAssembler, CameraIntrinsics, RawImage
 from flashocc_ros.runtime.pipeline import OccupancyPipeline, OccupancyResult, PipelineError
 from flashocc_ros.sensing.image_decode import ImageDecodeError
@@ -148,20 +150,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-config", default="demo")
     parser.add_argument("--weights", default="")
     parser.add_argument("--compressed", action="store_true", help="cameras are jpeg/png")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any node parameter, e.g. --param backend=onnxruntime --param engine_path=DIR",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from flashocc_ros.runtime.backend import BackendError
     from flashocc_ros.runtime.factory import create_pipeline
 
     try:
         params = node_config_from_mapping(
-            {"model_config": args.model_config, "weights": args.weights}
+            {
+                "model_config": args.model_config,
+                "weights": args.weights,
+                **parse_param_items(args.param),
+            }
         )
         if args.compressed:
             params = params.replace(compressed_cameras=params.camera_names)
         pipeline = create_pipeline(params)
         if not args.bag.exists():
             raise ConfigError(f"bag not found: {args.bag}")
-    except (ConfigError, OSError) as err:
+    except (ConfigError, BackendError, OSError) as err:
         LOG.error("flashocc-replay: %s", err)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
