@@ -6,6 +6,12 @@ preprocessing and calibration) with a recording backend in place of the network,
 calibration inputs are exactly what the node feeds graph A. Graph B's inputs are BEV features:
 graph A's computation and the pooling run in PyTorch fp32 for each frame (`graph_inputs`).
 
+4D-stereo configs (M2) calibrate on the inputs of consecutive frames: the bag runs through the
+node's pipeline with `TorchBackend` (fp32, the node's history spacing and gap rules), whose
+`TemporalHistory` drives a `RecordingTemporalNet`; it records what each graph gets at runtime
+(A: images, mlp_input, prev_stereo, stereo_grid; B: bev_prev, bev_curr; S: images), every
+`stride`-th frame, while the history sees every frame (`gather_temporal_calibration`).
+
 `BatchFeeder` is the TensorRT-independent part of the calibrator: it copies one batch per
 call into preallocated (CUDA) buffers and hands out their device pointers; the TensorRT
 subclass in `trt_build` only forwards to it. `CalibrationCache` stores TensorRT's cache with
@@ -19,6 +25,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -27,8 +34,15 @@ from flashocc_ros.config import ModelConfig
 from flashocc_ros.model.bev_pool import bev_pool
 from flashocc_ros.model.flashocc import FlashOCC
 from flashocc_ros.model.geometry import Calibration, LiftGeometry
+from flashocc_ros.model.temporal import ImageStep, TorchTemporalNet
 from flashocc_ros.node_config import NodeConfig
-from flashocc_ros.runtime.backend import FramePoses
+from flashocc_ros.runtime.backend import BackendError, FramePoses, TorchBackend
+
+if TYPE_CHECKING:
+    from flashocc_ros.runtime.pipeline import OccupancyPipeline
+
+#: Per graph name, one dict of input name -> tensor per calibration frame (CPU, float32).
+GraphBatches = dict[str, list[dict[str, Tensor]]]
 
 LOG = logging.getLogger(__name__)
 
@@ -122,6 +136,128 @@ def graph_inputs(
         a.append({"images": images[0].cpu()})
         b.append({"bev": bev.cpu()})
     return {"image_to_depth": a, "bev_to_logits": b}
+
+
+class RecordingTemporalNet:
+    """`TorchTemporalNet` that records the inputs each 4D-stereo graph gets at runtime.
+
+    Graph A gets `prev_stereo` from graph S at a scene start: the frame's own stereo feature,
+    which is what `TorchTemporalNet` uses then (the recording stores that tensor). Every
+    `stride`-th frame is kept, at most `max_frames`; the network runs on every frame.
+    """
+
+    def __init__(self, model: FlashOCC, stride: int = 1, max_frames: int = 64) -> None:
+        select_frames(1, max_frames, stride)  # validates both
+        self.inner = TorchTemporalNet(model)
+        self.cfg = model.cfg
+        self.stride, self.max_frames = stride, max_frames
+        self.seen = 0  # frames processed
+        self.batches: GraphBatches = {
+            "image_to_depth": [],
+            "bev_to_logits": [],
+            "stereo_feature": [],
+        }
+        self._pending: dict[str, dict[str, Tensor]] | None = None
+
+    @property
+    def full(self) -> bool:
+        return len(self.batches["bev_to_logits"]) >= self.max_frames
+
+    def image_step(
+        self, images: Tensor, mlp_in: Tensor, prev_stereo: Tensor | None, grid: Tensor
+    ) -> ImageStep:
+        """As `TorchTemporalNet.image_step` (B = 1), recording graph A's and S's inputs."""
+        out = self.inner.image_step(images, mlp_in, prev_stereo, grid)
+        keep = self.seen % self.stride == 0 and not self.full
+        if keep:
+            prev = out.stereo if prev_stereo is None else prev_stereo  # (1, N, Cs, h, w)
+            frame = _host(images[0])  # (N, 3, H, W), one copy for graphs A and S
+            self._pending = {
+                "image_to_depth": {
+                    "images": frame,
+                    "mlp_input": _host(mlp_in[0]),  # (N, 27)
+                    "prev_stereo": _host(prev[0]),  # (N, Cs, h, w)
+                    "stereo_grid": _host(grid),  # (N, D·h, w, 2)
+                },
+                "stereo_feature": {"images": frame},
+            }
+        return out
+
+    def bev_step(self, bev_prev: Tensor, bev_curr: Tensor) -> Tensor:
+        """As `TorchTemporalNet.bev_step`, recording graph B's inputs (1, Cctx·Dz, Y, X)."""
+        if self._pending is not None:
+            self._pending["bev_to_logits"] = {
+                "bev_prev": _host(bev_prev),
+                "bev_curr": _host(bev_curr),
+            }
+            for graph, inputs in self._pending.items():
+                self.batches[graph].append(inputs)
+            self._pending = None
+        self.seen += 1
+        return self.inner.bev_step(bev_prev, bev_curr)
+
+
+def _host(t: Tensor) -> Tensor:
+    return t.detach().to("cpu", torch.float32).clone()
+
+
+def temporal_recorder(
+    model: FlashOCC,
+    cfg: ModelConfig,
+    params: NodeConfig,
+    max_frames: int = 64,
+    stride: int = 1,
+    device: str = "cpu",
+) -> tuple[OccupancyPipeline, RecordingTemporalNet]:
+    """The node's pipeline for a 4D-stereo `cfg` (TorchBackend fp32 on `device`, the node's
+    history spacing and gap rules) with a `RecordingTemporalNet` behind its history."""
+    from flashocc_ros.runtime.pipeline import OccupancyPipeline
+
+    backend = TorchBackend(
+        model, cfg, device, "fp32", history_spacing_ns=int(params.history_spacing_s * 1e9)
+    )
+    if backend.history is None:
+        raise CalibrationError(f"model config {cfg.name!r} is not temporal")
+    recorder = RecordingTemporalNet(model, stride, max_frames)  # the model TorchBackend runs
+    backend.history.net = recorder
+    pipeline = OccupancyPipeline(cfg, backend, max_gap_ns=int(params.history_max_gap_s * 1e9))
+    return pipeline, recorder
+
+
+def gather_temporal_calibration(
+    bag: Path,
+    params: NodeConfig,
+    cfg: ModelConfig,
+    model: FlashOCC,
+    max_frames: int = 64,
+    stride: int = 1,
+    device: str = "cpu",
+) -> GraphBatches:
+    """Inputs of stereo graphs A, B and S for up to `max_frames` bundles of `bag` (every
+    `stride`-th; the history sees all of them), read and processed exactly as the node does
+    (`OfflineReplay`: /<camera>/image_raw, camera_info, /tf with odom -> base_link poses).
+    Host memory: about 155 MB per frame for M2 (R50): prev_stereo 69 MB, the grid 48 MB, the
+    BEVs 26 MB, the images 13 MB."""
+    from flashocc_ros.tools.replay import OfflineReplay
+
+    if not Path(bag).exists():
+        raise CalibrationError(f"calibration bag not found: {bag}")
+    pipeline, recorder = temporal_recorder(model, cfg, params, max_frames, stride, device)
+    replay = OfflineReplay(params, pipeline)
+    try:
+        for _ in replay.run(Path(bag)):
+            if recorder.full:
+                break
+    except (OSError, ValueError, KeyError, BackendError) as err:
+        raise CalibrationError(f"cannot read calibration bag {bag}: {err}") from err
+    frames = len(recorder.batches["bev_to_logits"])
+    if not frames:
+        raise CalibrationError(
+            f"no complete camera bundle with ego poses in {bag} for cameras "
+            f"{list(params.camera_names)} (dropped: {replay.stats.failures or 'none'})"
+        )
+    LOG.info("calibration: %d consecutive-frame input(s) from %s", frames, bag)
+    return recorder.batches
 
 
 class BatchFeeder:

@@ -5,11 +5,12 @@ Nothing here imports TensorRT, so every rule is unit-tested on a CPU with fake p
 
 Engine folder (`engine_path` of the node, `--out` of `flashocc_ros.tools.build_engine`):
 
-    <dir>/onnx/                          the two-graph ONNX export (deploy/onnx_export.py)
+    <dir>/onnx/                          the ONNX export (deploy/onnx_export.py)
     <dir>/image_to_depth.<prec>.engine   graph A engine, <prec> in fp32 | fp16 | int8
     <dir>/image_to_depth.<prec>.json     its metadata (written last: no JSON, no engine)
     <dir>/bev_to_logits.<prec>.engine    graph B engine
     <dir>/bev_to_logits.<prec>.json
+    <dir>/stereo_feature.<prec>.engine   graph S engine + .json (4D-stereo configs only)
     <dir>/timing.cache                   TensorRT timing cache (default location)
     <dir>/calib/<graph>.int8.calib(.json) INT8 calibration cache + the ONNX sha256 it belongs to
 
@@ -36,7 +37,9 @@ from flashocc_ros.deploy.onnx_export import (
     GraphSpec,
     config_differences,
     file_sha256,
+    is_stereo_4d,
 )
+from flashocc_ros.deploy.onnx_stereo import STEREO_FEATURE_FILE
 
 #: Bumped when the engine folder layout or the metadata fields change incompatibly.
 ENGINE_FORMAT_VERSION = 1
@@ -44,6 +47,10 @@ ENGINE_FORMAT_VERSION = 1
 ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
 #: Graph names = ONNX file stems, in execution order (A, then pooling, then B).
 GRAPHS = (Path(GRAPH_A_FILE).stem, Path(GRAPH_B_FILE).stem)
+#: Graph S of 4D-stereo exports (the scene-start stereo feature).
+STEREO_GRAPH = Path(STEREO_FEATURE_FILE).stem
+#: Every graph name an engine folder can hold.
+ALL_GRAPHS = (*GRAPHS, STEREO_GRAPH)
 #: Policies of the node parameter `engine_mismatch`.
 MISMATCH_POLICIES = ("refuse", "rebuild")
 
@@ -53,14 +60,22 @@ class EngineError(RuntimeError):
 
 
 def check_engine_config(cfg: ModelConfig) -> None:
-    """Raise EngineError unless `cfg` is a single-frame config with the LSS depth net (the
-    only kind the engines and the engine builder support; M2 runs on onnxruntime)."""
+    """Raise EngineError unless TensorRT engines exist for `cfg`: single-frame configs with the
+    LSS depth net (two graphs) and 4D-stereo configs (M2, three graphs). Other temporal or
+    camera-aware variants have no export."""
+    if is_stereo_4d(cfg):
+        return
     if cfg.temporal or cfg.stereo or cfg.depth_net != "lss":
         raise EngineError(
-            f"model config {cfg.name!r} is temporal/stereo/camera-aware: TensorRT engines "
-            "support single-frame configs only (M0, M1, demo, tiny); run it with backend "
-            "onnxruntime (python -m flashocc_ros.tools.export) or torch"
+            f"model config {cfg.name!r} is temporal/camera-aware without the 4D-stereo layout: "
+            "TensorRT engines support single-frame configs (M0, M1, demo, tiny) and 4D-stereo "
+            "(M2, tiny-stereo); run it with backend torch"
         )
+
+
+def engine_graphs(cfg: ModelConfig) -> tuple[str, ...]:
+    """The graphs whose engines a folder for `cfg` must hold (A, B[, S]), in execution order."""
+    return ALL_GRAPHS if is_stereo_4d(cfg) else GRAPHS
 
 
 @dataclass(frozen=True)
@@ -99,8 +114,8 @@ class EngineLayout:
 
 
 def _graph(graph: str) -> str:
-    if graph not in GRAPHS:
-        raise EngineError(f"unknown graph {graph!r}; graphs are {', '.join(GRAPHS)}")
+    if graph not in ALL_GRAPHS:
+        raise EngineError(f"unknown graph {graph!r}; graphs are {', '.join(ALL_GRAPHS)}")
     return graph
 
 
@@ -128,11 +143,11 @@ def cuda_platform(tensorrt_version: str, device: str = "cuda") -> Platform:
 class EngineMetadata:
     """`<graph>.<precision>.json`, written after the engine file."""
 
-    graph: str  # image_to_depth | bev_to_logits
+    graph: str  # image_to_depth | bev_to_logits | stereo_feature
     precision: str
     model_config: dict[str, Any]  # ModelConfig.to_dict() of the exported model
     weights_sha256: str  # onnx_export.weights_sha256 of the exported weights
-    onnx_sha256: dict[str, str]  # ONNX file name -> sha256, both graphs of the export
+    onnx_sha256: dict[str, str]  # ONNX file name -> sha256, every graph of the export
     tensorrt_version: str
     gpu_name: str
     compute_capability: str
@@ -165,13 +180,13 @@ def make_metadata(
     calibration: dict[str, Any] | None = None,
 ) -> EngineMetadata:
     """Metadata of a freshly built engine of `graph` from the export described by `export`."""
-    spec = _spec(export, graph)
+    spec = graph_spec(export, graph)
     return EngineMetadata(
         graph=graph,
         precision=precision,
         model_config=dict(export.model_config),
         weights_sha256=export.weights_sha256,
-        onnx_sha256={g.file: g.sha256 for g in (export.image_graph, export.bev_graph)},
+        onnx_sha256={g.file: g.sha256 for g in export.graphs()},
         tensorrt_version=platform.tensorrt_version,
         gpu_name=platform.gpu_name,
         compute_capability=platform.compute_capability,
@@ -183,8 +198,12 @@ def make_metadata(
     )
 
 
-def _spec(export: ExportMetadata, graph: str) -> GraphSpec:
-    return export.image_graph if _graph(graph) == GRAPHS[0] else export.bev_graph
+def graph_spec(export: ExportMetadata, graph: str) -> GraphSpec:
+    """The export's description of `graph` (EngineError when the export has no such graph)."""
+    specs = dict(zip(ALL_GRAPHS, export.graphs(), strict=False))
+    if _graph(graph) not in specs:
+        raise EngineError(f"the export has no graph {graph!r} (a single-frame export)")
+    return specs[graph]
 
 
 @dataclass(frozen=True)
@@ -242,10 +261,11 @@ def check_engines(layout: EngineLayout, expected: Expected) -> list[str]:
     """Every reason the engines of `layout` cannot be loaded for `expected` (empty: usable).
 
     Reasons are prefixed with the graph name. Engine files are hashed, so a truncated or
-    replaced engine is caught before TensorRT sees it.
+    replaced engine is caught before TensorRT sees it. Which graphs must be there follows the
+    expected config (`engine_graphs`: a 4D-stereo folder without graph S is stale).
     """
     reasons: list[str] = []
-    for graph in GRAPHS:
+    for graph in engine_graphs(expected.cfg):
         engine = layout.engine(graph)
         if not engine.is_file():
             reasons.append(f"{graph}: {engine.name} missing")

@@ -1,9 +1,15 @@
-"""TensorRT 10.x engine building from the two-graph ONNX export (FP32, FP16, INT8 entropy PTQ).
+"""TensorRT 10.x engine building from the ONNX export (FP32, FP16, INT8 entropy PTQ).
 In: FlashOCC + ModelConfig + engine folder + precision (+ calibration frames for INT8).
 Out: <graph>.<precision>.engine + .json per graph, timing cache, INT8 calibration caches.
 
 Graph A (images -> depth, context) and graph B (BEV -> logits) become one engine each; the
-pooling stays outside, between them (runtime/trt_backend.py). Building needs an NVIDIA GPU and
+pooling stays outside, between them (runtime/trt_backend.py). 4D-stereo configs (M2) build
+three: stereo graph A, graph B over [prev, curr] BEVs and graph S (scene-start stereo feature);
+their INT8 calibration batches are the recorded inputs of consecutive frames
+(`calibration.gather_temporal_calibration`). In fp16/int8 the cost volume of stereo
+graph A (everything computed from the `stereo_grid` input up to its softmax: GridSample, L1
+cost, invalid bias) and every softmax keep fp32 through layer precision constraints with
+OBEY_PRECISION_CONSTRAINTS (`fp32_layer_indices`). Building needs an NVIDIA GPU and
 the TensorRT 10.x Python runtime (`tensorrt-cu12` / `tensorrt-cu13` 10.x): TensorRT 11 removed
 BuilderFlag.FP16/INT8 and the INT8 calibrators, so other major versions are refused.
 
@@ -29,16 +35,18 @@ from flashocc_ros.deploy.calibration import (
     CalibFrame,
     CalibrationCache,
     CalibrationError,
+    GraphBatches,
     graph_inputs,
 )
 from flashocc_ros.deploy.engine_meta import (
-    GRAPHS,
     EngineError,
     EngineLayout,
     EngineMetadata,
     Platform,
     check_engine_config,
     cuda_platform,
+    engine_graphs,
+    graph_spec,
     make_metadata,
 )
 from flashocc_ros.deploy.onnx_export import (
@@ -46,6 +54,7 @@ from flashocc_ros.deploy.onnx_export import (
     ExportMetadata,
     export_onnx,
     file_sha256,
+    is_stereo_4d,
     verify_export,
     weights_sha256,
 )
@@ -59,6 +68,10 @@ LOG = logging.getLogger(__name__)
 
 #: The TensorRT major version whose Python API this module uses.
 TENSORRT_MAJOR = 10
+#: Input of stereo graph A whose whole downstream cost volume stays fp32 in fp16 engines: the
+#: sampling grid holds pixel coordinates up to W/4 (176 px for M2), which fp16 resolves only to
+#: 1/8 px there, and the summed L1 costs (hundreds) lose the resolution the softmax over D needs.
+FP32_SEED_INPUT = "stereo_grid"
 
 
 def load_tensorrt() -> str:
@@ -209,8 +222,8 @@ def int8_rebuild_blocker(layout: EngineLayout, cfg: ModelConfig, weights_hash: s
         export = verify_export(layout.onnx_dir, cfg, weights_hash)
     except ExportError as err:
         return f"an int8 rebuild needs calibration frames ({err})"
-    for graph, spec in zip(GRAPHS, (export.image_graph, export.bev_graph), strict=True):
-        cache = CalibrationCache(layout.calib_cache(graph), spec.sha256)
+    for graph in engine_graphs(cfg):
+        cache = CalibrationCache(layout.calib_cache(graph), graph_spec(export, graph).sha256)
         if not cache.valid():
             return f"an int8 rebuild needs calibration frames: no valid cache {cache.path}"
     return ""
@@ -227,6 +240,48 @@ def _parse(
         errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
         raise EngineError(f"TensorRT cannot parse {onnx_path.name}: {'; '.join(errors)}")
     return network, parser
+
+
+def fp32_layer_indices(network: trt.INetworkDefinition) -> list[int]:
+    """Indices of the layers to keep in fp32 in a reduced-precision build of `network`: every
+    Softmax, and every layer with floating outputs computed from the `FP32_SEED_INPUT` input
+    up to (and including) the softmax that ends its path. Layers come in topological order
+    (the ONNX parser adds them in node order), so one pass follows the paths."""
+    import tensorrt as trt
+
+    floats = (trt.DataType.FLOAT, trt.DataType.HALF)
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    on_path = {t.name for t in inputs if t.name == FP32_SEED_INPUT}
+    keep: list[int] = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        ins = [layer.get_input(k) for k in range(layer.num_inputs)]
+        outs = [layer.get_output(k) for k in range(layer.num_outputs)]
+        reached = any(t is not None and t.name in on_path for t in ins)
+        float_out = bool(outs) and all(t.dtype in floats for t in outs)
+        softmax = layer.type == trt.LayerType.SOFTMAX
+        if softmax or (reached and float_out):
+            keep.append(i)
+        if reached and not softmax:  # the path ends at the cost volume's softmax
+            on_path.update(t.name for t in outs if t.dtype in floats)
+    return keep
+
+
+def constrain_fp32(network: trt.INetworkDefinition, config: trt.IBuilderConfig) -> list[str]:
+    """Pin the `fp32_layer_indices` layers (and their outputs) to fp32 and make the builder
+    obey; returns their names."""
+    import tensorrt as trt
+
+    names = []
+    for i in fp32_layer_indices(network):
+        layer = network.get_layer(i)
+        layer.precision = trt.DataType.FLOAT
+        for k in range(layer.num_outputs):
+            layer.set_output_type(k, trt.DataType.FLOAT)
+        names.append(layer.name)
+    if names:
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    return names
 
 
 def _load_timing_cache(config: trt.IBuilderConfig, path: Path | None) -> trt.ITimingCache:
@@ -248,8 +303,12 @@ def build_engine(
     timing_cache: Path | None = None,
     calibrator: trt.IInt8Calibrator | None = None,
     workspace_gib: float = 4.0,
-) -> None:
-    """One engine from one ONNX file; writes `engine_path` (atomically) and the timing cache."""
+    keep_fp32: bool = False,
+) -> list[str]:
+    """One engine from one ONNX file; writes `engine_path` (atomically) and the timing cache.
+
+    `keep_fp32` (stereo graphs in fp16/int8): `constrain_fp32` pins the cost volume and the
+    softmaxes to fp32. Returns the names of the layers pinned (empty otherwise)."""
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -264,6 +323,12 @@ def build_engine(
             raise EngineError("int8 needs a calibrator (calibration frames or a cache)")
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = calibrator
+    pinned: list[str] = []
+    if keep_fp32 and precision != "fp32":
+        pinned = constrain_fp32(network, config)
+        LOG.info(
+            "%s: %d layer(s) kept in fp32 (cost volume, softmax)", onnx_path.name, len(pinned)
+        )
     progress = BuildProgress(f"{onnx_path.stem} {precision}")
     monitor = None  # must outlive the build: held here until this function returns
     if hasattr(trt, "IProgressMonitor"):
@@ -287,16 +352,17 @@ def build_engine(
         timing_cache.parent.mkdir(parents=True, exist_ok=True)
         timing_cache.write_bytes(memoryview(config.get_timing_cache().serialize()))
     LOG.info("built %s in %.1f s", engine_path.name, time.perf_counter() - t0)
+    return pinned
 
 
 def _calibrator(
     graph: str,
     layout: EngineLayout,
     export: ExportMetadata,
-    batches: dict[str, list[dict[str, torch.Tensor]]] | None,
+    batches: GraphBatches | None,
     device: str,
 ) -> tuple[trt.IInt8Calibrator, dict[str, Any]]:
-    spec = export.image_graph if graph == GRAPHS[0] else export.bev_graph
+    spec = graph_spec(export, graph)
     cache = CalibrationCache(layout.calib_cache(graph), spec.sha256)
     if batches is None and not cache.valid():
         raise EngineError(
@@ -310,6 +376,8 @@ def _calibrator(
         feeder.fed = 1
         info: dict[str, Any] = {"source": "cache", "cache": str(cache.path)}
     else:
+        if graph not in batches:
+            raise EngineError(f"int8: no calibration batches for graph {graph}")
         feeder = BatchFeeder(batches[graph], buffers)
         info = {"source": "frames", "frames": len(feeder), "cache": str(cache.path)}
     return make_entropy_calibrator(feeder, cache), info
@@ -321,26 +389,35 @@ def build_engines(
     layout: EngineLayout,
     *,
     calib_frames: Sequence[CalibFrame] | None = None,
+    calib_batches: GraphBatches | None = None,
     calib_source: str = "",
     timing_cache: Path | None = None,
     workspace_gib: float = 4.0,
     device: str = "cuda",
 ) -> list[EngineMetadata]:
-    """Export (if needed) and build both engines of `layout`; returns their metadata.
+    """Export (if needed) and build every engine of `layout` (`engine_graphs(cfg)`: A, B and for
+    4D-stereo S); returns their metadata.
 
-    INT8 uses `calib_frames` (bag frames through the node's preprocessing) or, without them,
-    valid calibration caches in the folder. Metadata is removed before and written after each
-    engine, so an interrupted build leaves no usable-looking engine behind.
+    INT8 calibrates on `calib_batches` (per graph, recorded inputs; what
+    `gather_temporal_calibration` gives for 4D-stereo) or, single-frame, on `calib_frames`
+    (bag frames through the node's preprocessing); without either, on valid calibration
+    caches in the folder. Metadata is removed before and written after each engine, so an
+    interrupted build leaves no usable-looking engine behind.
     """
     check_engine_config(cfg)
+    if layout.precision == "int8" and calib_frames and is_stereo_4d(cfg):
+        raise EngineError(
+            "int8 for 4D-stereo calibrates on the inputs of consecutive frames with ego poses "
+            "(calib_batches from calibration.gather_temporal_calibration), not single frames"
+        )
     platform: Platform = cuda_platform(load_tensorrt(), device)
     export = ensure_export(model, cfg, layout.onnx_dir)
-    batches = None
-    if layout.precision == "int8" and calib_frames:
+    batches = calib_batches if layout.precision == "int8" else None
+    if layout.precision == "int8" and batches is None and calib_frames:
         batches = graph_inputs(model, cfg, calib_frames, device)
     cache_path = timing_cache if timing_cache is not None else layout.timing_cache
     out = []
-    for graph in GRAPHS:
+    for graph in engine_graphs(cfg):
         layout.metadata(graph).unlink(missing_ok=True)
         calibrator: trt.IInt8Calibrator | None = None
         info: dict[str, Any] = {}
@@ -354,6 +431,7 @@ def build_engines(
             timing_cache=cache_path,
             calibrator=calibrator,
             workspace_gib=workspace_gib,
+            keep_fp32=is_stereo_4d(cfg),
         )
         meta = make_metadata(
             graph,

@@ -136,8 +136,8 @@ def auto_choice(
         reason = f"device is {device}"
     elif not cuda_available:
         reason, device = "CUDA is not available here", "cpu"
-    elif cfg.temporal or cfg.depth_net != "lss":
-        reason = f"model {cfg.name} is temporal/camera-aware (engines are single-frame only)"
+    elif (no_engines := _no_engines_reason(cfg)) is not None:
+        reason = no_engines
     elif tensorrt_missing is not None:
         reason = tensorrt_missing
     elif not params.engine_path:
@@ -153,8 +153,20 @@ def auto_choice(
     return AutoChoice("torch", device, precision, reason)
 
 
-def _engines_present(params: NodeConfig) -> bool:
-    from flashocc_ros.deploy.engine_meta import GRAPHS, EngineError, EngineLayout
+def _no_engines_reason(cfg: ModelConfig) -> str | None:
+    """Why no TensorRT engines exist for `cfg` (None when they can)."""
+    from flashocc_ros.deploy.engine_meta import EngineError, check_engine_config
+
+    try:
+        check_engine_config(cfg)
+    except EngineError as err:
+        return str(err)
+    return None
+
+
+def _engines_present(params: NodeConfig, cfg: ModelConfig) -> bool:
+    """Every engine file and metadata of `cfg` (A, B[, S]) exists in engine_path."""
+    from flashocc_ros.deploy.engine_meta import EngineError, EngineLayout, engine_graphs
 
     if not params.engine_path:
         return False
@@ -162,7 +174,9 @@ def _engines_present(params: NodeConfig) -> bool:
         layout = EngineLayout(Path(params.engine_path), params.precision)
     except EngineError:
         return False
-    return all(layout.engine(g).is_file() and layout.metadata(g).is_file() for g in GRAPHS)
+    return all(
+        layout.engine(g).is_file() and layout.metadata(g).is_file() for g in engine_graphs(cfg)
+    )
 
 
 def _auto_backend(cfg: ModelConfig, model: nn.Module, params: NodeConfig) -> Backend:
@@ -171,7 +185,7 @@ def _auto_backend(cfg: ModelConfig, model: nn.Module, params: NodeConfig) -> Bac
     cuda = torch.cuda.is_available()
     wants_gpu = params.device.startswith("cuda")
     missing = tensorrt_missing_reason() if wants_gpu and cuda else None
-    choice = auto_choice(cfg, params, cuda, missing, _engines_present(params))
+    choice = auto_choice(cfg, params, cuda, missing, _engines_present(params, cfg))
     if choice.kind == "tensorrt":
         LOG.info("backend auto: tensorrt %s engines in %s", choice.precision, params.engine_path)
         return _tensorrt_backend(cfg, model, params)
@@ -206,7 +220,14 @@ def _tensorrt_backend(cfg: ModelConfig, model: nn.Module, params: NodeConfig) ->
         raise BackendError(f"backend tensorrt cannot run a {type(model).__name__}")
     mismatch = "rebuild" if params.build_only else params.engine_mismatch
     return TensorRTBackend(
-        model, cfg, params.engine_path, params.precision, params.device, mismatch, hint
+        model,
+        cfg,
+        params.engine_path,
+        params.precision,
+        params.device,
+        mismatch,
+        hint,
+        history_spacing_ns=int(params.history_spacing_s * 1e9),  # 4D-stereo engines only
     )
 
 

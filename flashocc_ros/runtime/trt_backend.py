@@ -1,5 +1,6 @@
 """TensorRT backend: graph A engine, BEV pooling in torch CUDA, graph B engine, on one stream.
-In: images (1, N, 3, H, W) float32 (CPU or CUDA) + Calibration. Out: logits (1, X, Y, Z, cls).
+In: images (1, N, 3, H, W) float32 (CPU or CUDA) + Calibration [+ FramePoses].
+Out: logits (1, X, Y, Z, cls).
 
 Start-up: the engine folder (`engine_meta` layout) is checked against the loaded model, the
 precision, this TensorRT version and this GPU. A mismatch is refused with the build command,
@@ -14,11 +15,18 @@ and are recomputed only when the calibration changes (`cuda_fast.DeviceIndices`)
 tensors are never reallocated; the pooling's temporaries come from torch's caching allocator
 (no cudaMalloc once warm). The returned logits are engine B's output buffer: valid until the
 next `infer`. Needs CUDA and the TensorRT 10.x Python runtime.
+
+4D-stereo configs (M2): three engines (graph S bound to graph A's image input and prev_stereo
+buffer), driven by the model's own `TemporalHistory` through `TrtTemporalNet`
+(runtime/trt_temporal.py); the history's matrices, grid and pooling run in torch on the same
+stream. fp32 and fp16 only.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +38,7 @@ from flashocc_ros.config import ModelConfig
 from flashocc_ros.deploy.engine_meta import (
     ENGINE_PRECISIONS,
     GRAPHS,
+    STEREO_GRAPH,
     EngineAction,
     EngineError,
     EngineLayout,
@@ -39,18 +48,24 @@ from flashocc_ros.deploy.engine_meta import (
     check_engines,
     cuda_platform,
     decide,
+    engine_graphs,
     read_engine_metadata,
 )
-from flashocc_ros.deploy.onnx_export import ExportError, weights_sha256
+from flashocc_ros.deploy.onnx_export import ExportError, is_stereo_4d, weights_sha256
 from flashocc_ros.model.flashocc import FlashOCC
 from flashocc_ros.model.geometry import Calibration
+from flashocc_ros.model.temporal import TemporalFrame, TemporalHistory
 from flashocc_ros.runtime.backend import BackendError, FramePoses
 from flashocc_ros.runtime.cuda_fast import DeviceIndices, StageTimer, pool_bev
+from flashocc_ros.runtime.trt_temporal import TrtTemporalNet, check_shared
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
 LOG = logging.getLogger(__name__)
+
+#: Frames the 4D-stereo history keeps (TemporalHistory's default, as TorchBackend).
+HISTORY_FRAMES = 4
 
 #: TensorRT DataType names -> torch dtypes of the binding buffers.
 TORCH_DTYPES: dict[str, torch.dtype] = {
@@ -90,9 +105,16 @@ def binding_problems(bindings: list[Binding], meta: EngineMetadata) -> list[str]
 
 
 class _Engine:
-    """A deserialised engine, its execution context and one CUDA tensor per binding."""
+    """A deserialised engine, its execution context and one CUDA tensor per binding (allocated
+    here, or one of `shared`: tensors of another engine bound to this one's bindings)."""
 
-    def __init__(self, runtime: trt.Runtime, path: Path, device: torch.device) -> None:
+    def __init__(
+        self,
+        runtime: trt.Runtime,
+        path: Path,
+        device: torch.device,
+        shared: Mapping[str, Tensor] | None = None,
+    ) -> None:
         import tensorrt as trt
 
         engine = runtime.deserialize_cuda_engine(path.read_bytes())
@@ -112,21 +134,35 @@ class _Engine:
             shape = tuple(int(dims[k]) for k in range(len(dims)))
             is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             self.bindings.append(Binding(name, shape, TORCH_DTYPES[dtype_name], is_input))
+        self.path = path
         self.buffers: dict[str, Tensor] = {}
+        shared = dict(shared or {})
+        problems = check_shared({b.name: (b.shape, b.dtype) for b in self.bindings}, shared)
+        if problems:
+            raise BackendError(f"{path.name}: cannot share buffers: {'; '.join(problems)}")
         for b in self.bindings:
             if -1 in b.shape:
                 break  # reported by binding_problems; nothing to allocate
-            self.buffers[b.name] = torch.empty(b.shape, dtype=b.dtype, device=device)
-            if not context.set_tensor_address(b.name, int(self.buffers[b.name].data_ptr())):
-                raise BackendError(f"{path.name}: set_tensor_address({b.name}) failed")
+            given = shared.get(b.name)
+            tensor = torch.empty(b.shape, dtype=b.dtype, device=device) if given is None else given
+            self.bind(b.name, tensor)
 
-    def run(self, stream: torch.cuda.Stream) -> None:
+    def bind(self, name: str, tensor: Tensor) -> None:
+        """Bind `tensor` (preallocated, matching the binding) to `name`; no copy."""
+        if not self.context.set_tensor_address(name, int(tensor.data_ptr())):
+            raise BackendError(f"{self.path.name}: set_tensor_address({name}) failed")
+        self.buffers[name] = tensor
+
+    def run(self, stream: torch.cuda.Stream | None) -> None:
+        if stream is None:
+            raise BackendError("TensorRT engines run on a CUDA stream")
         if not self.context.execute_async_v3(int(stream.cuda_stream)):
             raise BackendError("TensorRT execute_async_v3 failed")
 
 
 class TensorRTBackend:
-    """Both engines of an engine folder with the pooling between them (single-frame configs)."""
+    """The engines of an engine folder with the pooling between them: single-frame configs
+    (graphs A, B) and 4D-stereo configs (graphs A, B, S behind `TemporalHistory`)."""
 
     def __init__(
         self,
@@ -138,9 +174,11 @@ class TensorRTBackend:
         mismatch: str = "refuse",
         build_hint: str = "",
         workspace_gib: float = 4.0,
+        history_spacing_ns: int = 500_000_000,
     ) -> None:
         """`mismatch` "refuse" | "rebuild" (node parameter engine_mismatch); `build_hint` is
-        the build command shown when the engines are refused."""
+        the build command shown when the engines are refused; `history_spacing_ns` is the
+        temporal models' preferred age of the previous frame (as TorchBackend's)."""
         from flashocc_ros.deploy.trt_build import (
             build_engines,
             int8_rebuild_blocker,
@@ -188,37 +226,62 @@ class TensorRTBackend:
             if still:
                 raise BackendError(f"backend tensorrt: rebuilt engines still unusable: {still}")
         self.rebuilt = decision.action is EngineAction.BUILD
-        self._load(self.layout)
+        engines = self._load(self.layout)
+        self.image_engine, self.bev_engine = engines[GRAPHS[0]], engines[GRAPHS[1]]
         self.indices = DeviceIndices(cfg, self.device)
         self.stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
         self._timer = StageTimer(self.device, 3)
         self._timings: dict[str, float] = {}
         self.name = f"tensorrt-{precision}"
+        self.history: TemporalHistory | None = None
+        self.net: TrtTemporalNet | None = None
+        if is_stereo_4d(cfg):
+            self.net = TrtTemporalNet(
+                cfg,
+                engines[GRAPHS[0]],
+                engines[GRAPHS[1]],
+                engines[STEREO_GRAPH],
+                slots=HISTORY_FRAMES + 1,  # the history's frames + the one being written
+                stream=self.stream,
+            )
+            self.history = TemporalHistory(
+                self.net, max_frames=HISTORY_FRAMES, target_gap_ns=history_spacing_ns
+            )
 
-    def _load(self, layout: EngineLayout) -> None:
+    def _load(self, layout: EngineLayout) -> dict[str, _Engine]:
+        """Every engine of the folder; graph S (4D-stereo) shares graph A's image input and
+        writes graph A's prev_stereo input."""
         import tensorrt as trt
 
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        engines = {}
-        for graph in GRAPHS:
+        engines: dict[str, _Engine] = {}
+        for graph in engine_graphs(self.cfg):
             meta = read_engine_metadata(layout.metadata(graph))
-            engine = _Engine(self._runtime, layout.engine(graph), self.device)
+            shared = None
+            if graph == STEREO_GRAPH:
+                a = engines[GRAPHS[0]].buffers
+                shared = {"images": a["images"], "stereo": a["prev_stereo"]}
+            engine = _Engine(self._runtime, layout.engine(graph), self.device, shared)
             problems = binding_problems(engine.bindings, meta)
             if problems:
                 raise BackendError(f"backend tensorrt: {'; '.join(problems)}")
             engines[graph] = engine
-        self.image_engine, self.bev_engine = engines[GRAPHS[0]], engines[GRAPHS[1]]
+        return engines
 
     def reset(self) -> None:
-        """Single-frame model: no history."""
+        """Forget the temporal history (single-frame models have none)."""
+        if self.history is not None:
+            self.history.reset()
 
     def last_stage_timings_ms(self) -> dict[str, float]:
         return dict(self._timings)
 
     @torch.inference_mode()
     def infer(self, images: Tensor, calib: Calibration, poses: FramePoses | None = None) -> Tensor:
-        """(1, N, 3, H, W) normalised images -> (1, X, Y, Z, cls) float32 logits on the GPU."""
+        """(1, N, 3, H, W) normalised images -> (1, X, Y, Z, cls) float32 logits on the GPU.
+
+        4D-stereo engines also need `poses` and keep history like TorchBackend."""
         a, b = self.image_engine, self.bev_engine
         want = (1, *a.buffers["images"].shape)
         if tuple(images.shape) != want:
@@ -226,6 +289,8 @@ class TensorRTBackend:
                 f"images (B, N, 3, H, W) must be {want} for these engines "
                 f"(batch B = 1), got {tuple(images.shape)}"
             )
+        if self.history is not None:
+            return self._infer_temporal(images, calib, poses)
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self.stream):
             indices = self.indices.get(calib)
@@ -240,3 +305,26 @@ class TensorRTBackend:
             self._timer.mark()
         self._timings = self._timer.finish(("image_graph", "pooling", "bev_graph"))
         return b.buffers["logits"].float()  # float32 engines: the buffer itself, no copy
+
+    def _infer_temporal(
+        self, images: Tensor, calib: Calibration, poses: FramePoses | None
+    ) -> Tensor:
+        assert self.history is not None and self.net is not None
+        if poses is None:
+            raise BackendError(f"{self.cfg.name} is temporal: it needs ego poses")
+        t0 = time.perf_counter()
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self.stream):
+            frame = TemporalFrame(
+                images.to(self.device, torch.float32, non_blocking=True),
+                calib.to(self.device),
+                poses.ego_to_global.to(self.device, non_blocking=True),
+                poses.stamp_ns,
+            )
+            logits = self.history.step(frame).logits  # (1, X, Y, Z, cls), engine B's buffer
+        graphs = self.net.timings()  # synchronises on the last engine
+        self.stream.synchronize()  # type: ignore[no-untyped-call]
+        total = (time.perf_counter() - t0) * 1e3
+        # everything outside the engines: history, matrices, grid, DepthNet input, pooling
+        self._timings = {**graphs, "pooling": total - sum(graphs.values()), "backend_total": total}
+        return logits.float()

@@ -4,10 +4,13 @@ In: --model-config, --weights, --precision, --out DIR [--calib-bag BAG]. Out: DI
 `python -m flashocc_ros.tools.build_engine --model-config demo --precision fp16 --out engines/demo`
 INT8 calibrates on bundles of a rosbag2 read through the node's own preprocessing
 (`--calib-bag BAG`, the same topics the replay tool reads) or reuses valid calibration caches
-in DIR/calib. Engines that already match the model, precision, TensorRT version and GPU are
-kept unless `--force`. Progress is logged per build phase. User mistakes (unknown config,
-temporal config, missing weights or bag, int8 without calibration data, no CUDA, no TensorRT
-10.x) end in one error line and exit code 2.
+in DIR/calib. 4D-stereo configs (M2, tiny-stereo) build three engines (graph S too); their
+INT8 calibration records the inputs of consecutive bag frames through the node's pipeline and
+TemporalHistory (the bag needs /tf odom -> base_link). Engines that already match the model,
+precision, TensorRT version and GPU are kept unless `--force`. Progress is logged per build
+phase. User mistakes (unknown config, a temporal config without engines, missing weights or
+bag, int8 without calibration data, no CUDA, no TensorRT 10.x) end in one error line and exit
+code 2.
 """
 
 from __future__ import annotations
@@ -45,7 +48,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from flashocc_ros.deploy.calibration import CalibrationError, gather_calibration_frames
+    from flashocc_ros.deploy.calibration import (
+        CalibrationError,
+        gather_calibration_frames,
+        gather_temporal_calibration,
+    )
     from flashocc_ros.deploy.engine_meta import (
         EngineError,
         EngineLayout,
@@ -54,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         check_engines,
         cuda_platform,
     )
-    from flashocc_ros.deploy.onnx_export import ExportError, weights_sha256
+    from flashocc_ros.deploy.onnx_export import ExportError, is_stereo_4d, weights_sha256
     from flashocc_ros.deploy.trt_build import build_engines, int8_rebuild_blocker, load_tensorrt
     from flashocc_ros.model.flashocc import FlashOCC
     from flashocc_ros.node_config import node_config_from_mapping
@@ -85,22 +92,34 @@ def main(argv: list[str] | None = None) -> int:
         if not reasons and not args.force:
             LOG.info("engines in %s are up to date (%s); --force rebuilds", args.out, platform)
             return 0
-        frames = None
+        frames = batches = None
         if args.calib_bag is not None:
             params = node_config_from_mapping(
                 {"model_config": args.model_config, "weights": args.weights}
             ).replace(camera_names=cfg.camera_names)
             if args.compressed:
                 params = params.replace(compressed_cameras=params.camera_names)
-            frames = gather_calibration_frames(
-                args.calib_bag, params, cfg, args.calib_frames, args.calib_stride
-            )
+            if is_stereo_4d(cfg):  # consecutive frames through the history, on the device
+                batches = gather_temporal_calibration(
+                    args.calib_bag,
+                    params,
+                    cfg,
+                    model,
+                    args.calib_frames,
+                    args.calib_stride,
+                    args.device,
+                )
+            else:
+                frames = gather_calibration_frames(
+                    args.calib_bag, params, cfg, args.calib_frames, args.calib_stride
+                )
         t0 = time.perf_counter()
         metas = build_engines(
             model,
             cfg,
             layout,
             calib_frames=frames,
+            calib_batches=batches,
             calib_source=str(args.calib_bag or ""),
             timing_cache=args.timing_cache,
             workspace_gib=args.workspace_gib,

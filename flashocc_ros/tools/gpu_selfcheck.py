@@ -8,7 +8,16 @@ into --work-dir; int8 calibrates on --calib-bag, else on the check's own synthet
 backend runs the whole pipeline (preprocessing of uint8 camera images, network, labels) on the
 same synthetic bundles; reported per backend: network and pipeline median/p99 ms, peak GPU
 memory (device-wide, above the level before the backend was created), max abs logit difference
-and arg-max agreement against the reference. Backends that cannot run are listed with why.
+and arg-max agreement against the reference, frame by frame. Backends that cannot run are
+listed with why.
+
+Temporal 4D-stereo configs (`--model-config tiny-stereo` / `flashocc-r50-4d-stereo`) get a
+moving sequence instead: bundles 0.5 s apart, the ego driving 1.4 m and turning 0.05 rad per
+bundle, each camera captured 2 cm further on, with every camera's ego pose (temporal backends
+need `FramePoses`). Every backend runs the whole sequence from a scene start, so its history
+sees the same frames; the reference is PyTorch fp32 (`TorchBackend`), then PyTorch fp16
+autocast, onnxruntime, TensorRT fp32/fp16/int8 (int8 calibrates on the recorded inputs of
+consecutive frames: of --calib-bag, else of the check's own sequence, with a warning).
 
 Exit codes: 0 checked, 1 some backend failed, 2 usage error, 3 no CUDA device (nothing to check;
 one line says so and the JSON records it).
@@ -21,6 +30,7 @@ import json
 import logging
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -82,8 +92,26 @@ def table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+#: Moving sequence of temporal configs: bundle spacing, motion per bundle, capture offsets.
+SEQUENCE_SPACING_NS = 500_000_000
+SEQUENCE_STEP_M = 1.4
+SEQUENCE_YAW_RAD = 0.05
+CAMERA_OFFSET_M = 0.02
+
+
+def ego_pose(x: float, yaw: float) -> np.ndarray:
+    """(4, 4) odom <- base_link at x metres (and 0.3·x sideways), turned by yaw rad."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    pose = np.eye(4)
+    pose[:2, :2] = [[c, -s], [s, c]]
+    pose[0, 3], pose[1, 3] = x, 0.3 * x
+    return pose
+
+
 def synthetic_bundles(cfg: ModelConfig, count: int, seed: int = 0) -> list[list[Any]]:
-    """`count` camera bundles (uint8 BGR images at the rig's resolution, rig calibration)."""
+    """`count` camera bundles (uint8 BGR images at the rig's resolution, rig calibration).
+
+    Temporal configs: a moving sequence (SEQUENCE_* above) with every camera's ego pose."""
     from flashocc_ros.rig import nuscenes_like_rig
     from flashocc_ros.runtime.pipeline import CameraInput
 
@@ -92,13 +120,51 @@ def synthetic_bundles(cfg: ModelConfig, count: int, seed: int = 0) -> list[list[
     out = []
     for i in range(count):
         cams = []
-        for name, cam, ext, k in zip(
-            cfg.camera_names, rig.cameras, rig.camera_to_base(), rig.intrinsics(), strict=False
+        for n, (name, cam, ext, k) in enumerate(
+            zip(
+                cfg.camera_names,
+                rig.cameras,
+                rig.camera_to_base(),
+                rig.intrinsics(),
+                strict=False,
+            )
         ):
             img = rng.integers(0, 256, (cam.height, cam.width, 3), dtype=np.uint8)
-            cams.append(CameraInput(name, img, k, ext, None, 1_000_000_000 + i))
+            if cfg.temporal:
+                x = SEQUENCE_STEP_M * i + CAMERA_OFFSET_M * n
+                pose = ego_pose(x, SEQUENCE_YAW_RAD * i)
+                stamp = 1_000_000_000 + i * SEQUENCE_SPACING_NS
+                cams.append(CameraInput(name, img, k, ext, pose, stamp))
+            else:
+                cams.append(CameraInput(name, img, k, ext, None, 1_000_000_000 + i))
         out.append(cams)
     return out
+
+
+class LogitsTap:
+    """A Backend wrapper that keeps a CPU copy of every logits tensor it returns (temporal
+    backends cannot be asked again for a frame: that would step their history twice). The
+    copy's time is kept in `copy_ms`, so the caller can take it out of the network time."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.name: str = backend.name
+        self.logits: list[torch.Tensor] = []
+        self.copy_ms: list[float] = []
+
+    def infer(self, images: Any, calib: Any, poses: Any = None) -> torch.Tensor:
+        out: torch.Tensor = self.backend.infer(images, calib, poses)
+        t0 = time.perf_counter()
+        self.logits.append(out.float().cpu())
+        self.copy_ms.append((time.perf_counter() - t0) * 1e3)
+        return out
+
+    def reset(self) -> None:
+        self.backend.reset()
+
+    def last_stage_timings_ms(self) -> dict[str, float]:
+        timings: dict[str, float] = self.backend.last_stage_timings_ms()
+        return timings
 
 
 def _used_mib() -> float:
@@ -119,22 +185,28 @@ def run_backend(
     peak = base
     try:
         backend = make()
+        tap = LogitsTap(backend) if cfg.temporal else None
         pipeline = OccupancyPipeline(
-            cfg, backend, preprocess=pipeline_preprocessor(backend, "cuda")
+            cfg, tap or backend, preprocess=pipeline_preprocessor(backend, "cuda")
         )
         net, pipe, logits = [], [], []
         for cams in bundles:
             result = pipeline.process(cams)
+            tapped = tap.copy_ms[-1] if tap is not None else 0.0  # the tap's copy is not ours
             pipe.append(
                 sum(
                     result.timings_ms.get(k, 0.0) for k in ("preprocess", "network", "postprocess")
                 )
+                - tapped
             )
-            net.append(result.timings_ms["network"])
-            pre = pipeline.preprocess([c.image for c in cams], cfg.input_size)
-            calib = pipeline.calibration(cams, (pre.post_rot, pre.post_tran))
-            logits.append(backend.infer(pre.images[None], calib).float().cpu())
+            net.append(result.timings_ms["network"] - tapped)
+            if tap is None:  # single-frame: the same bundle once more, outside the timing
+                pre = pipeline.preprocess([c.image for c in cams], cfg.input_size)
+                calib = pipeline.calibration(cams, (pre.post_rot, pre.post_tran))
+                logits.append(backend.infer(pre.images[None], calib).float().cpu())
             peak = max(peak, _used_mib())
+        if tap is not None:
+            logits = tap.logits  # frame by frame, from the scene start
     except Exception as err:  # any backend failure is a row in the table, not a crash
         row.status = f"failed: {type(err).__name__}: {err}"
         return None
@@ -155,18 +227,24 @@ def run_backend(
 
 
 def _candidates(
-    cfg: ModelConfig, model: Any, args: argparse.Namespace, work: Path
+    cfg: ModelConfig, model: Any, args: argparse.Namespace, work: Path, bundles: list[list[Any]]
 ) -> list[tuple[Row, Callable[[], Any] | None]]:
     """(row, backend factory or None with row.status saying why) in table order."""
+    from flashocc_ros.deploy.engine_meta import EngineError, check_engine_config
     from flashocc_ros.deploy.trt_build import tensorrt_missing_reason
     from flashocc_ros.runtime.backend import TorchBackend
     from flashocc_ros.runtime.cuda_fast import CudaFastBackend
 
     out: list[tuple[Row, Callable[[], Any] | None]] = [
         (Row("torch-cuda", "fp32"), lambda: TorchBackend(model, cfg, "cuda", "fp32")),
-        (Row("torch-fast", "fp32"), lambda: CudaFastBackend(model, cfg, "cuda", "fp32")),
-        (Row("torch-fast", "fp16"), lambda: CudaFastBackend(model, cfg, "cuda", "fp16")),
     ]
+    if cfg.temporal:  # the fast path is single-frame; plain TorchBackend under fp16 autocast
+        out.append((Row("torch-cuda", "fp16"), lambda: TorchBackend(model, cfg, "cuda", "fp16")))
+    else:
+        out += [
+            (Row("torch-fast", "fp32"), lambda: CudaFastBackend(model, cfg, "cuda", "fp32")),
+            (Row("torch-fast", "fp16"), lambda: CudaFastBackend(model, cfg, "cuda", "fp16")),
+        ]
     import onnxruntime as ort
 
     ort_row = Row("onnxruntime-cuda", "fp32")
@@ -176,13 +254,19 @@ def _candidates(
         ort_row.status = "skipped: onnxruntime has no CUDAExecutionProvider"
         out.append((ort_row, None))
     missing = tensorrt_missing_reason()
+    try:
+        check_engine_config(cfg)
+        unsupported = None
+    except EngineError as err:
+        unsupported = str(err)
     for prec in ("fp32", "fp16", "int8"):
         row = Row("tensorrt", prec)
-        if missing is not None or args.skip_tensorrt:
-            row.status = f"skipped: {'--skip-tensorrt' if args.skip_tensorrt else missing}"
+        if missing is not None or args.skip_tensorrt or unsupported is not None:
+            why = "--skip-tensorrt" if args.skip_tensorrt else (unsupported or missing)
+            row.status = f"skipped: {why}"
             out.append((row, None))
         else:
-            out.append((row, _tensorrt_factory(model, cfg, work, prec, args)))
+            out.append((row, _tensorrt_factory(model, cfg, work, prec, args, bundles)))
     return out
 
 
@@ -200,8 +284,31 @@ def _onnxruntime(model: Any, cfg: ModelConfig, work: Path) -> Any:
     return backend
 
 
+def _temporal_batches(
+    model: Any, cfg: ModelConfig, args: argparse.Namespace, bundles: list[list[Any]]
+) -> Any:
+    """INT8 calibration inputs of a 4D-stereo model: recorded over consecutive frames of
+    --calib-bag, or of the check's own moving sequence (with a warning)."""
+    from flashocc_ros.deploy.calibration import gather_temporal_calibration, temporal_recorder
+    from flashocc_ros.node_config import node_config_from_mapping
+
+    params = node_config_from_mapping({"camera_names": list(cfg.camera_names)})
+    if args.calib_bag is not None:
+        return gather_temporal_calibration(args.calib_bag, params, cfg, model, 32, 1, "cuda")
+    LOG.warning("int8: calibrating on the synthetic sequence (pass --calib-bag for real data)")
+    pipeline, recorder = temporal_recorder(model, cfg, params, 32, 1, "cuda")
+    for cams in bundles:
+        pipeline.process(cams)
+    return recorder.batches
+
+
 def _tensorrt_factory(
-    model: Any, cfg: ModelConfig, work: Path, precision: str, args: argparse.Namespace
+    model: Any,
+    cfg: ModelConfig,
+    work: Path,
+    precision: str,
+    args: argparse.Namespace,
+    bundles: list[list[Any]],
 ) -> Callable[[], Any]:
     def make() -> Any:
         from flashocc_ros.deploy.calibration import CalibFrame, gather_calibration_frames
@@ -213,7 +320,10 @@ def _tensorrt_factory(
 
         layout = EngineLayout(work / "engines", precision)
         frames = None
-        if precision == "int8":
+        batches = None
+        if precision == "int8" and cfg.temporal:
+            batches = _temporal_batches(model, cfg, args, bundles)
+        elif precision == "int8":
             if args.calib_bag is not None:
                 params = node_config_from_mapping({"camera_names": list(cfg.camera_names)})
                 frames = gather_calibration_frames(args.calib_bag, params, cfg, 32)
@@ -222,7 +332,9 @@ def _tensorrt_factory(
                     "int8: calibrating on synthetic frames (pass --calib-bag for real data)"
                 )
                 frames = [CalibFrame(f.images, f.calib) for f in random_frames(cfg, 8)]
-        build_engines(model, cfg, layout, calib_frames=frames, device="cuda")
+        build_engines(
+            model, cfg, layout, calib_frames=frames, calib_batches=batches, device="cuda"
+        )
         return TensorRTBackend(model, cfg, layout.root, precision, "cuda")
 
     return make
@@ -258,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work_dir or Path(tmp)
         reference = None
-        for row, make in _candidates(cfg, model, args, work):
+        for row, make in _candidates(cfg, model, args, work, bundles):
             if make is not None:
                 logits = run_backend(row, make, cfg, bundles, reference)
                 if reference is None and logits is not None:

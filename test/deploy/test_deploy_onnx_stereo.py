@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import onnx
 import pytest
 import torch
-from tiny_config import SMALL_GRID, TINY
+from stereo_sequence import CFG, rig_calib, seeded_model, sequence
+from tiny_config import TINY
 
-from flashocc_ros.config import ModelConfig, model_config
 from flashocc_ros.deploy.engine_meta import EngineError, check_engine_config
 from flashocc_ros.deploy.onnx_export import (
     GRAPH_A_FILE,
@@ -32,90 +31,23 @@ from flashocc_ros.deploy.onnx_export import (
 from flashocc_ros.deploy.onnx_stereo import STEREO_FEATURE_FILE, stereo_channels
 from flashocc_ros.deploy.trt_ops import check_trt_compat
 from flashocc_ros.model.flashocc import FlashOCC, build_model
-from flashocc_ros.model.geometry import Calibration
-from flashocc_ros.model.preprocess import rig_calibration
 from flashocc_ros.model.temporal import FrameCache, ImageStep, TemporalFrame, TemporalHistory
 from flashocc_ros.node_config import node_config_from_mapping
-from flashocc_ros.rig import nuscenes_like_rig
-from flashocc_ros.runtime.backend import BackendError, FramePoses, TorchBackend
+from flashocc_ros.runtime.backend import BackendError, TorchBackend
 from flashocc_ros.runtime.factory import make_backend
 from flashocc_ros.runtime.onnx_backend import OnnxRuntimeBackend, OnnxTemporalNet
 from flashocc_ros.tools import export
 
 torch.set_num_threads(1)
 
-CFG = model_config("tiny-stereo").replace(grid=SMALL_GRID)
-HALF_SECOND = 500_000_000
 MAX_ABS = 1e-3  # logits, fp32 graphs vs eager PyTorch (measured ~1e-6)
 AGREEMENT = 0.999
 CACHE_REL = 1e-4  # depth, context, stereo feature kept for the next frame, / max(1, |ref|)
 
 
-def randomize_weights(model: torch.nn.Module, gain: float = 0.75) -> None:
-    """He-normal conv/linear weights scaled by `gain`: PyTorch's default init shrinks the signal
-    layer by layer until the logits hardly depend on the images (a wrong cost-volume grid then
-    moved them by ~1e-5, below the tolerance); these keep them O(1) and input-sensitive."""
-    gen = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.Conv2d | torch.nn.Linear):
-                std = gain * (2.0 / mod.weight[0].numel()) ** 0.5
-                mod.weight.copy_(std * torch.randn(mod.weight.shape, generator=gen))
-
-
-def randomize_bn(model: torch.nn.Module) -> None:
-    """Non-trivial running statistics in every BatchNorm (1d and 2d), so the export must carry
-    them: with the defaults (mean 0, var 1) a missing BatchNorm would go unnoticed."""
-    gen = torch.Generator().manual_seed(1)
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-            assert mod.running_mean is not None and mod.running_var is not None
-            n = mod.running_mean.shape[0]
-            mod.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
-            mod.running_var.copy_(0.5 + torch.rand(n, generator=gen))
-
-
-def rig_calib(cfg: ModelConfig) -> Calibration:
-    """The nuScenes-like rig with every camera's intrinsics made distinct, B = 1."""
-    calib = rig_calibration(nuscenes_like_rig(), cfg.input_size)
-    k = calib.intrinsics.clone()  # (1, N, 3, 3)
-    i = torch.arange(cfg.num_cameras, dtype=k.dtype)
-    k[0, :, 0, 0] *= 1.0 + 0.03 * i
-    k[0, :, 1, 1] *= 1.0 + 0.02 * i
-    k[0, :, 0, 2] += 0.5 * i
-    return Calibration(calib.camera_to_ego, k, calib.post_rot, calib.post_tran, calib.bda)
-
-
-def ego_poses(x: float, yaw: float, n: int = 6) -> torch.Tensor:
-    """(1, N, 4, 4) ego -> global at x metres, yaw rad; each camera captured 2 cm further on."""
-    e = torch.eye(4)
-    e[0, 0], e[0, 1], e[1, 0], e[1, 1] = (
-        math.cos(yaw),
-        -math.sin(yaw),
-        math.sin(yaw),
-        math.cos(yaw),
-    )
-    e[0, 3], e[1, 3] = x, 0.3 * x
-    out = e.expand(1, n, 4, 4).clone()
-    out[0, :, 0, 3] += 0.02 * torch.arange(n)
-    return out
-
-
-def sequence(count: int, seed: int) -> Iterator[tuple[torch.Tensor, FramePoses]]:
-    """`count` bundles 0.5 s apart, driving ~1.4 m and turning 0.05 rad between bundles."""
-    gen = torch.Generator().manual_seed(seed)
-    for i in range(count):
-        images = torch.randn(1, CFG.num_cameras, 3, *CFG.input_size, generator=gen)
-        yield images, FramePoses(ego_poses(1.4 * i, 0.05 * i), i * HALF_SECOND)
-
-
 @pytest.fixture(scope="module")
 def model() -> FlashOCC:
-    torch.manual_seed(0)
-    net = build_model(CFG)
-    randomize_weights(net)
-    randomize_bn(net)
-    return net.eval()
+    return seeded_model()
 
 
 @pytest.fixture(scope="module")
@@ -285,8 +217,9 @@ def test_remaining_refusals() -> None:
         check_exportable(temporal_only)
     with pytest.raises(ExportError, match="camera-aware"):
         check_exportable(TINY.replace(depth_net="camera_aware"))
-    with pytest.raises(EngineError, match="onnxruntime"):
-        check_engine_config(CFG)
+    with pytest.raises(EngineError, match="without the 4D-stereo layout"):
+        check_engine_config(temporal_only)
+    check_engine_config(CFG)  # M2 has TensorRT engines (three graphs)
     check_engine_config(TINY)
 
 
@@ -315,5 +248,5 @@ def test_export_cli_and_factory_on_tiny_stereo(
     backend = make_backend(cfg, net, params)
     assert isinstance(backend, OnnxRuntimeBackend) and backend.history is not None
     assert backend.history.target_gap_ns == 300_000_000
-    with pytest.raises(BackendError, match="onnxruntime"):
+    with pytest.raises(BackendError, match="backend tensorrt: TensorRT is not importable"):
         make_backend(cfg, net, params.replace(backend="tensorrt", device="cuda"))

@@ -14,7 +14,7 @@ import torch
 from tiny_config import TINY
 
 from flashocc_ros.config import ConfigError, model_config
-from flashocc_ros.deploy.engine_meta import GRAPHS, EngineLayout
+from flashocc_ros.deploy.engine_meta import GRAPHS, STEREO_GRAPH, EngineLayout
 from flashocc_ros.model.flashocc import FlashOCC, build_model
 from flashocc_ros.node_config import NodeConfig, node_config_from_mapping
 from flashocc_ros.runtime import factory
@@ -44,7 +44,10 @@ def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
     ("args", "message"),
     [
         (["--model-config", "nope"], "unknown model config"),
-        (["--model-config", "tiny-stereo"], "single-frame configs only"),
+        (
+            ["--model-config", "tiny-stereo", "--precision", "int8"],
+            "--precision int8 needs --calib-bag BAG",
+        ),
         (["--weights", "/no/such.safetensors"], "weights file not found"),
         (
             ["--calib-bag", "/no/such/bag", "--precision", "int8"],
@@ -129,10 +132,16 @@ def test_auto_choice(
     assert reason in choice.reason and (reason != "") == (choice.reason != "")
 
 
-def test_auto_refuses_temporal_models_for_tensorrt() -> None:
+def test_auto_runs_4d_stereo_engines_and_refuses_the_rest() -> None:
     stereo = model_config("tiny-stereo")
-    choice = auto_choice(stereo, params(device="cuda", engine_path="e"), **_facts())  # type: ignore[arg-type]
-    assert choice.kind == "torch" and "single-frame" in choice.reason
+    fp16 = params(device="cuda", engine_path="e", precision="fp16")
+    choice = auto_choice(stereo, fp16, **_facts())  # type: ignore[arg-type]
+    assert (choice.kind, choice.precision, choice.reason) == ("tensorrt", "fp16", "")
+    int8 = params(device="cuda", engine_path="e", precision="int8")
+    assert auto_choice(stereo, int8, **_facts()).kind == "tensorrt"  # type: ignore[arg-type]
+    temporal_only = TINY.replace(num_adj_frames=1)  # temporal without stereo: no export
+    other = auto_choice(temporal_only, params(device="cuda", engine_path="e"), **_facts())  # type: ignore[arg-type]
+    assert other.kind == "torch" and "without the 4D-stereo layout" in other.reason
 
 
 def test_auto_falls_back_with_exactly_one_line(
@@ -157,15 +166,20 @@ def test_auto_falls_back_with_exactly_one_line(
 
 def test_engines_present_needs_both_engines_and_metadata(tmp_path: Path) -> None:
     p = params(engine_path=str(tmp_path), precision="fp16")
-    assert not factory._engines_present(p)
+    assert not factory._engines_present(p, TINY)
     layout = EngineLayout(tmp_path, "fp16")
     for graph in GRAPHS:
         layout.engine(graph).write_bytes(b"e")
-    assert not factory._engines_present(p)
+    assert not factory._engines_present(p, TINY)
     for graph in GRAPHS:
         layout.metadata(graph).write_text("{}")
-    assert factory._engines_present(p)
-    assert not factory._engines_present(p.replace(precision="bf16"))
+    assert factory._engines_present(p, TINY)
+    assert not factory._engines_present(p.replace(precision="bf16"), TINY)
+    stereo = model_config("tiny-stereo")
+    assert not factory._engines_present(p, stereo)  # graph S missing
+    layout.engine(STEREO_GRAPH).write_bytes(b"e")
+    layout.metadata(STEREO_GRAPH).write_text("{}")
+    assert factory._engines_present(p, stereo)
 
 
 def test_tensorrt_backend_refusals_name_the_build_command(

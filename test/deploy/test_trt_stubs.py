@@ -18,12 +18,20 @@ config.set_flag(trt.BuilderFlag.FP16)
 config.set_flag(trt.BuilderFlag.INT8)
 reveal_type(config)
 reveal_type(trt.Runtime(logger).deserialize_cuda_engine(b""))
+layer = trt.Builder(logger).create_network(0).get_layer(0)
+if layer.type == trt.LayerType.GRID_SAMPLE:
+    layer.precision = trt.DataType.FLOAT
+    layer.set_output_type(0, trt.DataType.FLOAT)
+config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+reveal_type(layer.get_input(0))
 """
 BAD = """
 import tensorrt as trt
 trt.BuilderFlag.FP17
 ctx: trt.IExecutionContext
 ctx.execute_async_v3("stream")
+lay: trt.ILayer
+lay.precision = "fp32"
 """
 
 
@@ -42,7 +50,9 @@ def test_tensorrt_calls_are_type_checked() -> None:
     assert good.returncode == 0, good.stdout
     assert 'Revealed type is "tensorrt.IBuilderConfig"' in good.stdout
     assert 'Revealed type is "tensorrt.ICudaEngine | None"' in good.stdout
+    assert 'Revealed type is "tensorrt.ITensor | None"' in good.stdout
     bad = _mypy(BAD)
     assert bad.returncode == 1, bad.stdout
     assert '"type[BuilderFlag]" has no attribute "FP17"' in bad.stdout
     assert 'incompatible type "str"; expected "int"' in bad.stdout
+    assert 'has type "DataType"' in bad.stdout  # layer precision takes a DataType

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_config import TINY
 
 from flashocc_ros.tools import gpu_selfcheck
 from flashocc_ros.tools.gpu_selfcheck import EXIT_NO_CUDA, Row, percentile, table
@@ -62,3 +63,58 @@ def test_selfcheck_runs_on_cuda(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert fast and fast[0]["agreement"] >= 0.999 and fast[0]["network_median"] > 0
     assert all(r["status"] == "ok" or r["status"].startswith("skipped") for r in data["rows"])
     assert "pipe med" in capsys.readouterr().out
+
+
+def test_temporal_bundles_are_a_moving_sequence_with_poses() -> None:
+    from stereo_sequence import CFG
+
+    from flashocc_ros.runtime.backend import TorchBackend
+    from flashocc_ros.runtime.pipeline import OccupancyPipeline
+    from flashocc_ros.tools.gpu_selfcheck import (
+        SEQUENCE_SPACING_NS,
+        SEQUENCE_STEP_M,
+        LogitsTap,
+        synthetic_bundles,
+    )
+
+    bundles = synthetic_bundles(CFG, 2)
+    assert [b[0].stamp_ns for b in bundles] == [1_000_000_000, 1_000_000_000 + SEQUENCE_SPACING_NS]
+    for cams in bundles:
+        assert all(c.ego_pose is not None and c.ego_pose.shape == (4, 4) for c in cams)
+    moved = bundles[1][0].ego_pose[0, 3] - bundles[0][0].ego_pose[0, 3]
+    assert abs(moved - SEQUENCE_STEP_M) < 1e-9
+    assert bundles[0][1].ego_pose[0, 3] > bundles[0][0].ego_pose[0, 3]  # per-camera capture
+    assert synthetic_bundles(TINY, 1)[0][0].ego_pose is None  # single-frame: no poses
+    # The tap sees what the pipeline got, frame by frame, and the history stepped once each.
+    torch.manual_seed(0)
+    from flashocc_ros.model.flashocc import build_model
+
+    backend = TorchBackend(build_model(CFG).eval(), CFG)
+    tap = LogitsTap(backend)
+    pipeline = OccupancyPipeline(CFG, tap)
+    for cams in bundles:
+        pipeline.process(cams)
+    assert len(tap.logits) == 2 and tap.name == backend.name
+    assert backend.history is not None and len(backend.history.frames) == 2
+
+
+@pytest.mark.gpu
+def test_selfcheck_runs_4d_stereo_on_cuda(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if CUDA_MISSING:
+        pytest.skip(CUDA_MISSING)
+    out = tmp_path / "check.json"
+    args = ["--model-config", "tiny-stereo", "--weights", "random", "--frames", "4"]
+    args += ["--out", str(out), "--work-dir", str(tmp_path / "work")]
+    assert gpu_selfcheck.main(args) == 0
+    data = json.loads(out.read_text())
+    rows = {(r["backend"].split("-")[0], r["precision"]): r for r in data["rows"]}
+    assert data["rows"][0]["agreement"] == 1.0
+    for key in (("tensorrt", "fp32"), ("tensorrt", "fp16"), ("tensorrt", "int8")):
+        row = rows[key]
+        assert row["status"] == "ok" or row["status"].startswith("skipped"), row
+    fp32 = rows[("tensorrt", "fp32")]
+    if fp32["status"] == "ok":
+        assert fp32["agreement"] >= 0.999, fp32
+    capsys.readouterr()
