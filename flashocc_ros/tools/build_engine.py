@@ -24,6 +24,9 @@ from pathlib import Path
 from flashocc_ros.config import ConfigError
 
 LOG = logging.getLogger(__name__)
+#: Default INT8 calibration bundles; 4D-stereo records ~155 MB of graph inputs per bundle (R50).
+CALIB_FRAMES = 64
+TEMPORAL_CALIB_FRAMES = 24
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,7 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="engine folder")
     p.add_argument("--device", default="cuda", help="CUDA device to build for (cuda, cuda:N)")
     p.add_argument("--calib-bag", type=Path, help="int8: rosbag2 with camera images + /tf")
-    p.add_argument("--calib-frames", type=int, default=64, help="int8: bundles used (64)")
+    p.add_argument(
+        "--calib-frames",
+        type=int,
+        default=None,
+        help="int8: bundles used (default 64; 4D-stereo 24: ~155 MB of host memory each for R50)",
+    )
     p.add_argument("--calib-stride", type=int, default=1, help="int8: use every k-th bundle")
     p.add_argument("--compressed", action="store_true", help="int8 bag: jpeg/png cameras")
     p.add_argument(
@@ -68,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     from flashocc_ros.runtime.factory import load_model
 
     try:
-        if args.calib_frames < 1 or args.calib_stride < 1:
+        if (args.calib_frames is not None and args.calib_frames < 1) or args.calib_stride < 1:
             raise ConfigError("--calib-frames and --calib-stride must be >= 1")
         if args.calib_bag is not None and not args.calib_bag.exists():
             raise ConfigError(f"--calib-bag {args.calib_bag} not found")
@@ -78,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--out {args.out} exists and is not a folder")
         cfg, model = load_model(args.model_config, args.weights)
         check_engine_config(cfg)
+        calib_frames = args.calib_frames or (
+            TEMPORAL_CALIB_FRAMES if is_stereo_4d(cfg) else CALIB_FRAMES
+        )
         if not isinstance(model, FlashOCC):
             raise ConfigError(f"cannot build engines for a {type(model).__name__}")
         layout = EngineLayout(args.out, args.precision)
@@ -105,13 +116,13 @@ def main(argv: list[str] | None = None) -> int:
                     params,
                     cfg,
                     model,
-                    args.calib_frames,
+                    calib_frames,
                     args.calib_stride,
                     args.device,
                 )
             else:
                 frames = gather_calibration_frames(
-                    args.calib_bag, params, cfg, args.calib_frames, args.calib_stride
+                    args.calib_bag, params, cfg, calib_frames, args.calib_stride
                 )
         t0 = time.perf_counter()
         metas = build_engines(

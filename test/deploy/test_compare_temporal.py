@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_deploy_onnx_stereo import AGREEMENT, MAX_ABS, randomize_bn, randomize_weights
+from stereo_sequence import AGREEMENT, CFG, MAX_ABS, seeded_model
 from tiny_config import SMALL_GRID, TINY
 from torch import Tensor
 
 from flashocc_ros.config import model_config
 from flashocc_ros.deploy.onnx_export import export_onnx, weights_sha256
-from flashocc_ros.model.flashocc import FlashOCC, build_model
+from flashocc_ros.model.flashocc import FlashOCC
 from flashocc_ros.model.geometry import Calibration
 from flashocc_ros.model.preprocess import rig_calibration
 from flashocc_ros.rig import nuscenes_like_rig
@@ -32,17 +32,12 @@ from flashocc_ros.world.generate import GenerateConfig, generate
 
 torch.set_num_threads(1)
 
-CFG = model_config("tiny-stereo").replace(grid=SMALL_GRID)
 WIDTH, HEIGHT = 176, 99  # dataset images
 
 
 @pytest.fixture(scope="module")
 def model() -> FlashOCC:
-    torch.manual_seed(0)
-    net = build_model(CFG)
-    randomize_weights(net)  # logits that depend on the history (see the stereo export test)
-    randomize_bn(net)
-    return net.eval()
+    return seeded_model()  # logits that depend on the history (see the stereo export test)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from stereo_sequence import CFG, rig_calib, seeded_model, sequence
+from stereo_sequence import AGREEMENT, CFG, MAX_ABS, rig_calib, seeded_model, sequence
 from tiny_config import TINY
 
 from flashocc_ros.deploy.engine_meta import EngineError, check_engine_config
@@ -40,8 +40,6 @@ from flashocc_ros.tools import export
 
 torch.set_num_threads(1)
 
-MAX_ABS = 1e-3  # logits, fp32 graphs vs eager PyTorch (measured ~1e-6)
-AGREEMENT = 0.999
 CACHE_REL = 1e-4  # depth, context, stereo feature kept for the next frame, / max(1, |ref|)
 
 

@@ -12,28 +12,17 @@ from pathlib import Path
 import pytest
 import torch
 from tiny_config import TINY
+from trt_marks import TRT_MARKS
 
 from flashocc_ros.deploy.calibration import CalibFrame
 from flashocc_ros.deploy.engine_meta import GRAPHS, EngineLayout
-from flashocc_ros.deploy.trt_build import build_engines, tensorrt_missing_reason
+from flashocc_ros.deploy.trt_build import build_engines
 from flashocc_ros.model.flashocc import FlashOCC, build_model
 from flashocc_ros.model.geometry import Calibration
 from flashocc_ros.runtime.backend import BackendError, TorchBackend
 from flashocc_ros.tools.compare import Frame, compare_backends, random_frames
 
-
-def _missing() -> str | None:
-    if not torch.cuda.is_available():
-        return "no CUDA device visible to PyTorch"
-    return tensorrt_missing_reason()
-
-
-MISSING = _missing()
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.tensorrt,
-    pytest.mark.skipif(MISSING is not None, reason=f"TensorRT test: {MISSING}"),
-]
+pytestmark = TRT_MARKS
 #: (max abs logit difference or None, minimum arg-max agreement) vs PyTorch fp32 on CUDA.
 TOLERANCE = {"fp32": (1e-2, 0.999), "fp16": (None, 0.99), "int8": (None, 0.9)}
 

@@ -12,29 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from stereo_sequence import CFG, rig_calib, seeded_model, sequence
+from trt_marks import TRT_MARKS
 
 from flashocc_ros.deploy.calibration import RecordingTemporalNet
 from flashocc_ros.deploy.engine_meta import STEREO_GRAPH, EngineLayout
-from flashocc_ros.deploy.trt_build import build_engines, tensorrt_missing_reason
+from flashocc_ros.deploy.trt_build import build_engines
 from flashocc_ros.model.flashocc import FlashOCC
 from flashocc_ros.model.temporal import TemporalFrame, TemporalHistory
 from flashocc_ros.runtime.backend import BackendError, TorchBackend
 
-
-def _missing() -> str | None:
-    if not torch.cuda.is_available():
-        return "no CUDA device visible to PyTorch"
-    return tensorrt_missing_reason()
-
-
-MISSING = _missing()
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.tensorrt,
-    pytest.mark.skipif(MISSING is not None, reason=f"TensorRT test: {MISSING}"),
-]
+pytestmark = TRT_MARKS
 #: (max abs logit difference or None, minimum arg-max agreement) vs PyTorch fp32 on CUDA, per
 #: frame. fp16/int8 keep the cost volume and softmaxes in fp32 (trt_build.constrain_fp32).
 TOLERANCE = {"fp32": (1e-2, 0.999), "fp16": (None, 0.98), "int8": (None, 0.9)}

@@ -5,7 +5,7 @@ In: nothing. Out: tiny single-frame / stereo-temporal configs, calibrations and 
 from __future__ import annotations
 
 import torch
-from tiny_config import SMALL_GRID, TINY  # noqa: F401 - TINY re-exported to test/model
+from tiny_config import SMALL_GRID, TINY, randomize_bn  # noqa: F401 - re-exported
 from torch import Tensor
 
 from flashocc_ros.config import ModelConfig, model_config
@@ -26,14 +26,3 @@ def images(cfg: ModelConfig, seed: int = 0, batch: int = 1) -> Tensor:
     """(B, N, 3, H, W) random normalised images."""
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(batch, cfg.num_cameras, 3, *cfg.input_size, generator=gen)
-
-
-def randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
-    """Non-trivial BatchNorm statistics so eval-mode tests exercise them."""
-    gen = torch.Generator().manual_seed(seed)
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-            assert mod.running_mean is not None and mod.running_var is not None
-            n = mod.running_mean.shape[0]
-            mod.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
-            mod.running_var.copy_(0.5 + torch.rand(n, generator=gen))
