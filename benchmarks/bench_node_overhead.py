@@ -389,7 +389,7 @@ def optimisation_rows(cfg: ModelConfig, ros: RosParts, repeats: int) -> list[Row
         ),
         Row(
             GROUP,
-            "preprocess six images, boxed resampling + normalisation in a thread pool",
+            "preprocess six images, boxed resampling in a thread pool",
             "preprocess_images (reference: full resize, then crop)",
             ms["pre"],
             ms["pre_ref"],

@@ -9,11 +9,9 @@ image). A `bgr8` ROS image therefore goes in unswapped.
 `preprocess_images` is the plain reference (resize the whole image, then crop, one image after
 the other). `preprocess_images_fast` is what the node runs on the CPU: Pillow resamples only
 the source region that lands inside the crop (`resize(box=...)`, about 35 % less work at the
-official 256×704 crop), and each of the N images is resampled and normalised straight into its
-slot of the output tensor in a pool thread (Pillow and numpy release the GIL). Pillow's
-fixed-point rounding for a box differs from the full resize by at most one grey level on a few
-pixels in a hundred thousand; the normalisation is bit-identical to `normalize`
-(test/model/test_preprocess_fast.py).
+official 256×704 crop) and the N images are resampled in parallel threads (Pillow releases the
+GIL). Pillow's fixed-point rounding for a box differs from the full resize by at most one grey
+level on a few pixels in a hundred thousand (test/model/test_preprocess_fast.py).
 """
 
 from __future__ import annotations
@@ -158,17 +156,6 @@ def normalize(images: np.ndarray) -> Tensor:
     return (x - mean) / std
 
 
-_MEAN_C11 = np.asarray(MEAN, dtype=np.float32).reshape(3, 1, 1)
-_STD_C11 = np.asarray(STD, dtype=np.float32).reshape(3, 1, 1)
-
-
-def normalize_into(image: np.ndarray, out: np.ndarray) -> None:
-    """(h, w, 3) uint8 BGR -> `out` (3, h, w) float32, bit-identical to `normalize` (the same
-    float32 subtraction and division, in numpy so a pool thread runs it without the GIL)."""
-    np.subtract(image.transpose(2, 0, 1), _MEAN_C11, out=out, dtype=np.float32)
-    np.divide(out, _STD_C11, out=out)
-
-
 @dataclass(frozen=True)
 class Preprocessed:
     """Network-ready images of one frame and the augmentation that produced them."""
@@ -219,25 +206,13 @@ def _preprocess(
     if len(augs) != len(images):
         raise ValueError(f"N: {len(images)} images but {len(augs)} augmentations")
     if fast:
-        h, w = augs[0].crop[3] - augs[0].crop[1], augs[0].crop[2] - augs[0].crop[0]
-        out = torch.empty(len(images), 3, h, w)  # (N, 3, h, w)
-        slots = out.numpy()
-
-        def work(i: int) -> None:
-            img = apply_aug_boxed(images[i], augs[i])
-            if img.shape != (h, w, 3):
-                raise ValueError(f"H, W: image {i} crops to {img.shape[:2]}, image 0 to {(h, w)}")
-            normalize_into(img, slots[i])
-
-        list(_pool().map(work, range(len(images))))
-        normalized = out
+        out = np.stack(list(_pool().map(apply_aug_boxed, images, augs)))
     else:
-        stacked = np.stack([apply_aug(img, aug) for img, aug in zip(images, augs, strict=True)])
-        normalized = normalize(stacked)
+        out = np.stack([apply_aug(img, aug) for img, aug in zip(images, augs, strict=True)])
     mats = [aug.matrices() for aug in augs]
     post_rot = torch.tensor(np.stack([m[0] for m in mats]), dtype=torch.float32)
     post_tran = torch.tensor(np.stack([m[1] for m in mats]), dtype=torch.float32)
-    return Preprocessed(normalized, post_rot, post_tran)
+    return Preprocessed(normalize(out), post_rot, post_tran)
 
 
 def rig_calibration(rig: CameraRig, input_hw: tuple[int, int]) -> Calibration:
