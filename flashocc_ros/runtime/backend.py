@@ -38,6 +38,31 @@ class FramePoses:
     stamp_ns: int  # bundle stamp (camera 0)
 
 
+def temporal_frame(
+    model_name: str,
+    images: Tensor,
+    calib: Calibration,
+    poses: FramePoses | None,
+    device: torch.device | str,
+) -> TemporalFrame:
+    """The TemporalFrame of one bundle on `device` (float32 images); BackendError without
+    poses. Shared by every backend that runs a temporal model."""
+    if poses is None:
+        raise BackendError(f"{model_name} is temporal: it needs ego poses")
+    return TemporalFrame(
+        images.to(device, torch.float32, non_blocking=True),
+        calib.to(device),
+        poses.ego_to_global.to(device, non_blocking=True),
+        poses.stamp_ns,
+    )
+
+
+def temporal_timings(graphs: dict[str, float], total_ms: float) -> dict[str, float]:
+    """Stage timings of a temporal step whose graphs/engines took `graphs` ms: the rest of
+    `total_ms` (history, matrices, grid, DepthNet input, pooling) is reported as "pooling"."""
+    return {**graphs, "pooling": total_ms - sum(graphs.values()), "backend_total": total_ms}
+
+
 class Backend(Protocol):
     """What the pipeline needs from an inference backend."""
 
@@ -104,11 +129,7 @@ class TorchBackend:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             if self.history is not None:
-                if poses is None:
-                    raise BackendError(f"{self.cfg.name} is temporal: it needs ego poses")
-                frame = TemporalFrame(
-                    images, calib, poses.ego_to_global.to(self.device), poses.stamp_ns
-                )
+                frame = temporal_frame(self.cfg.name, images, calib, poses, self.device)
                 logits: Tensor = self.history.step(frame).logits
             else:
                 logits = self.model(images, calib)

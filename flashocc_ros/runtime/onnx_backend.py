@@ -36,8 +36,13 @@ from flashocc_ros.deploy.onnx_export import (
 )
 from flashocc_ros.model.bev_pool import bev_pool
 from flashocc_ros.model.geometry import Calibration, LiftGeometry
-from flashocc_ros.model.temporal import ImageStep, TemporalFrame, TemporalHistory
-from flashocc_ros.runtime.backend import BackendError, FramePoses
+from flashocc_ros.model.temporal import ImageStep, TemporalHistory
+from flashocc_ros.runtime.backend import (
+    BackendError,
+    FramePoses,
+    temporal_frame,
+    temporal_timings,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -215,20 +220,11 @@ class OnnxRuntimeBackend:
         self, images: Tensor, calib: Calibration, poses: FramePoses | None
     ) -> Tensor:
         assert self.history is not None and self.net is not None
-        if poses is None:
-            raise BackendError(f"{self.cfg.name} is temporal: it needs ego poses")
         t0 = time.perf_counter()
-        frame = TemporalFrame(
-            images.detach().to("cpu", torch.float32),
-            calib.to("cpu"),
-            poses.ego_to_global.to("cpu"),
-            poses.stamp_ns,
-        )
+        frame = temporal_frame(self.cfg.name, images.detach(), calib, poses, "cpu")
         logits = self.history.step(frame).logits  # (1, X, Y, Z, cls)
         total = (time.perf_counter() - t0) * 1e3
-        graphs = dict(self.net.timings)
-        # everything outside the graphs: history, matrices, grid, DepthNet input, pooling
-        self._timings = {**graphs, "pooling": total - sum(graphs.values()), "backend_total": total}
+        self._timings = temporal_timings(dict(self.net.timings), total)
         return logits
 
 

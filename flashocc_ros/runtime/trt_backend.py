@@ -54,8 +54,13 @@ from flashocc_ros.deploy.engine_meta import (
 from flashocc_ros.deploy.onnx_export import ExportError, is_stereo_4d, weights_sha256
 from flashocc_ros.model.flashocc import FlashOCC
 from flashocc_ros.model.geometry import Calibration
-from flashocc_ros.model.temporal import TemporalFrame, TemporalHistory
-from flashocc_ros.runtime.backend import BackendError, FramePoses
+from flashocc_ros.model.temporal import TemporalHistory
+from flashocc_ros.runtime.backend import (
+    BackendError,
+    FramePoses,
+    temporal_frame,
+    temporal_timings,
+)
 from flashocc_ros.runtime.cuda_fast import DeviceIndices, StageTimer, pool_bev
 from flashocc_ros.runtime.trt_temporal import TrtTemporalNet, check_shared
 
@@ -310,21 +315,12 @@ class TensorRTBackend:
         self, images: Tensor, calib: Calibration, poses: FramePoses | None
     ) -> Tensor:
         assert self.history is not None and self.net is not None
-        if poses is None:
-            raise BackendError(f"{self.cfg.name} is temporal: it needs ego poses")
         t0 = time.perf_counter()
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self.stream):
-            frame = TemporalFrame(
-                images.to(self.device, torch.float32, non_blocking=True),
-                calib.to(self.device),
-                poses.ego_to_global.to(self.device, non_blocking=True),
-                poses.stamp_ns,
-            )
+            frame = temporal_frame(self.cfg.name, images, calib, poses, self.device)
             logits = self.history.step(frame).logits  # (1, X, Y, Z, cls), engine B's buffer
         graphs = self.net.timings()  # synchronises on the last engine
         self.stream.synchronize()  # type: ignore[no-untyped-call]
-        total = (time.perf_counter() - t0) * 1e3
-        # everything outside the engines: history, matrices, grid, DepthNet input, pooling
-        self._timings = {**graphs, "pooling": total - sum(graphs.values()), "backend_total": total}
+        self._timings = temporal_timings(graphs, (time.perf_counter() - t0) * 1e3)
         return logits.float()
