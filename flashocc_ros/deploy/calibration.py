@@ -56,7 +56,8 @@ class CalibFrame:
     """One preprocessed bundle, as the node hands it to the network."""
 
     images: Tensor  # (1, N, 3, H, W) float32 normalised
-    calib: Calibration  # B = 1, key-ego folded extrinsics
+    calib: Calibration  # B = 1 (single-frame models: key-ego folded extrinsics)
+    poses: FramePoses | None = None  # per-camera ego poses (temporal models), else None
 
 
 class RecordingBackend:
@@ -69,7 +70,8 @@ class RecordingBackend:
         self._zeros = torch.zeros(1).expand(1, g.size_x, g.size_y, g.size_z, cfg.num_classes)
 
     def infer(self, images: Tensor, calib: Calibration, poses: FramePoses | None = None) -> Tensor:
-        self.frames.append(CalibFrame(images.detach().to("cpu", torch.float32), calib.to("cpu")))
+        cpu = images.detach().to("cpu", torch.float32)
+        self.frames.append(CalibFrame(cpu, calib.to("cpu"), poses))
         return self._zeros  # (1, X, Y, Z, cls), no memory behind it
 
     def reset(self) -> None:

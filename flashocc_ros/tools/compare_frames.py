@@ -96,27 +96,6 @@ def random_frames(
         yield Frame(images, calib, poses=FramePoses(ego, stamp), stamp_ns=stamp, sequence="drive")
 
 
-class _Recorder:
-    """A Backend that keeps what the pipeline hands the network and returns zero logits."""
-
-    name = "recorder"
-
-    def __init__(self, cfg: ModelConfig) -> None:
-        g = cfg.grid
-        self._zeros = torch.zeros(1).expand(1, g.size_x, g.size_y, g.size_z, cfg.num_classes)
-        self.last: tuple[Tensor, Calibration, FramePoses | None] | None = None
-
-    def infer(self, images: Tensor, calib: Calibration, poses: FramePoses | None = None) -> Tensor:
-        self.last = (images, calib, poses)
-        return self._zeros  # (1, X, Y, Z, cls), no memory behind it
-
-    def reset(self) -> None:
-        """No history: `compare_backends` decides where histories start."""
-
-    def last_stage_timings_ms(self) -> dict[str, float]:
-        return {}
-
-
 def dataset_frames(
     root: str | Path, cfg: ModelConfig, count: int, start: int = 0
 ) -> Iterator[Frame]:
@@ -137,7 +116,9 @@ def dataset_frames(
         )
     if not 0 <= start < len(data):
         raise DatasetError(f"{root}: keyframe {start} asked for, it holds {len(data)}")
-    recorder = _Recorder(cfg)
+    from flashocc_ros.deploy.calibration import RecordingBackend
+
+    recorder = RecordingBackend(cfg)
     # no gap limit: compare_backends decides where histories start (and the recorder has none)
     pipeline = OccupancyPipeline(cfg, recorder, max_gap_ns=sys.maxsize)
     k, ext = data.rig.intrinsics(), data.rig.camera_to_base()  # (N, 3, 3), (N, 4, 4)
@@ -147,15 +128,14 @@ def dataset_frames(
             for n, (c, img) in enumerate(zip(rec.cams, data.images(rec), strict=True))
         ]
         pipeline.process(cams)
-        assert recorder.last is not None
-        images, calib, poses = recorder.last
+        fed = recorder.frames.pop()  # what the pipeline handed the network (none kept)
         labels = data.labels(rec)
         yield Frame(
-            images,
-            calib,
+            fed.images,
+            fed.calib,
             labels.semantics,
             labels.mask_camera.astype(bool),
-            poses,
+            fed.poses,
             rec.stamp_ns,
             rec.scene,
         )
