@@ -33,8 +33,10 @@ from flashocc_ros.config import ModelConfig
 from flashocc_ros.deploy.onnx_export import (
     GRAPH_A_FILE,
     GRAPH_B_FILE,
+    ExportError,
     ExportMetadata,
     GraphSpec,
+    check_exportable,
     config_differences,
     file_sha256,
     is_stereo_4d,
@@ -60,17 +62,12 @@ class EngineError(RuntimeError):
 
 
 def check_engine_config(cfg: ModelConfig) -> None:
-    """Raise EngineError unless TensorRT engines exist for `cfg`: single-frame configs with the
-    LSS depth net (two graphs) and 4D-stereo configs (M2, three graphs). Other temporal or
-    camera-aware variants have no export."""
-    if is_stereo_4d(cfg):
-        return
-    if cfg.temporal or cfg.stereo or cfg.depth_net != "lss":
-        raise EngineError(
-            f"model config {cfg.name!r} is temporal/camera-aware without the 4D-stereo layout: "
-            "TensorRT engines support single-frame configs (M0, M1, demo, tiny) and 4D-stereo "
-            "(M2, tiny-stereo); run it with backend torch"
-        )
+    """Raise EngineError unless TensorRT engines exist for `cfg`: exactly the configs the ONNX
+    export supports (single-frame with the LSS depth net: two graphs; 4D-stereo M2: three)."""
+    try:
+        check_exportable(cfg)
+    except ExportError as err:
+        raise EngineError(f"no TensorRT engines: {err}; run it with backend torch") from err
 
 
 def engine_graphs(cfg: ModelConfig) -> tuple[str, ...]:
