@@ -131,7 +131,10 @@ def run_live(
     )
     player: subprocess.Popen[bytes] | None = None
     try:
-        first_image = f"/{cameras[0].lower()}/image_raw"
+        # Every camera's image and camera_info: the node subscribes one camera after the other,
+        # and a sample published before its reader matched is lost (volatile QoS), which left
+        # the first bundle incomplete when only the first camera was waited for.
+        inputs = [f"/{c.lower()}/{t}" for c in cameras for t in ("image_raw", "camera_info")]
         player_cmd = [
             sys.executable,
             str(executable("flashocc_play")),
@@ -139,7 +142,7 @@ def run_live(
             "--rate",
             str(rate),
             "--wait-for",
-            first_image,
+            *inputs,
             "--wait-timeout",
             str(timeout_s),
             *(["--clock"] if sim_time else []),

@@ -15,6 +15,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ from rosbags.interfaces import ConnectionExtRosbag2, QosDurability
 from rosbags.rosbag2 import Reader
 
 LOG = logging.getLogger(__name__)
+#: Seconds to wait after our publishers matched their subscribers, for the readers' side of
+#: DDS discovery (see `BagPlayer.wait_for_subscribers`).
+SETTLE_S = 0.5
 
 
 def message_class(msgtype: str) -> type:
@@ -86,16 +90,31 @@ class BagPlayer:
     def stop(self) -> None:
         self._stop.set()
 
-    def wait_for_subscribers(self, topics: list[str], timeout_s: float) -> bool:
-        """Block until every topic in `topics` has a subscriber (True) or the timeout (False)."""
+    def wait_for_subscribers(
+        self, topics: list[str], timeout_s: float, pubs: Mapping[str, Publisher]
+    ) -> bool:
+        """Block until every topic in `topics` has a matched subscriber (True) or the timeout
+        (False), then SETTLE_S more. Matching is checked on our own publishers (`pubs`, by
+        topic) once they exist: a graph-level subscriber count says nothing about whether a
+        publisher created later has matched it yet, and a sample published before that is
+        lost. The settle time lets each reader discover our writer too (discovery is
+        asymmetric; a best-effort reader drops samples from writers it does not know yet)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not self._stop.is_set():
-            if all(self.node.count_subscribers(t) > 0 for t in topics):
+            if all(
+                (pubs[t].get_subscription_count() if t in pubs else self.node.count_subscribers(t))
+                > 0
+                for t in topics
+            ):
+                time.sleep(SETTLE_S)
                 return True
             time.sleep(0.1)
         return False
 
-    def play(self) -> PlayStats:
+    def play(self, wait_for: list[str] | None = None, wait_timeout_s: float = 60.0) -> PlayStats:
+        """Publish the bag (once, or until `stop()` with loop). `wait_for`: topics that must
+        have a matched subscriber first; TimeoutError when they have none after
+        `wait_timeout_s`."""
         with Reader(self.bag) as reader:
             wanted = self.topics
             conns = [c for c in reader.connections if wanted is None or c.topic in wanted]
@@ -116,6 +135,9 @@ class BagPlayer:
                 else:
                     qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
                 pubs[conn.id] = self.node.create_publisher(cls, conn.topic, qos)
+            by_topic = {c.topic: pubs[c.id] for c in conns if c.id in pubs}
+            if wait_for and not self.wait_for_subscribers(wait_for, wait_timeout_s, by_topic):
+                raise TimeoutError(f"no subscriber on {wait_for} after {wait_timeout_s:.0f} s")
             while not self._stop.is_set():
                 self._play_once(reader, [c for c in conns if c.id in pubs], pubs)
                 self.stats.loops += 1
@@ -184,12 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         player = BagPlayer(
             node, args.bag, rate=args.rate, loop=args.loop, clock=args.clock, topics=args.topics
         )
-        if args.wait_for and not player.wait_for_subscribers(args.wait_for, args.wait_timeout):
-            LOG.error(
-                "flashocc_play: no subscriber on %s after %.0f s", args.wait_for, args.wait_timeout
-            )
+        try:
+            stats = player.play(args.wait_for, args.wait_timeout)
+        except TimeoutError as err:
+            LOG.error("flashocc_play: %s", err)
             return 3
-        stats = player.play()
     except (FileNotFoundError, ValueError) as err:
         LOG.error("flashocc_play: %s", err)
         return 2
