@@ -131,10 +131,12 @@ def run_live(
     )
     player: subprocess.Popen[bytes] | None = None
     try:
-        # Every camera's image and camera_info: the node subscribes one camera after the other,
-        # and a sample published before its reader matched is lost (volatile QoS), which left
-        # the first bundle incomplete when only the first camera was waited for.
-        inputs = [f"/{c.lower()}/{t}" for c in cameras for t in ("image_raw", "camera_info")]
+        # Every input of the node: it subscribes one topic after the other, and a sample
+        # published before its reader matched is lost (volatile QoS; /tf_static arrives late),
+        # which cost the first bundles when only the first camera was waited for.
+        inputs = ["/tf_static", "/tf"] + [
+            f"/{c.lower()}/{t}" for c in cameras for t in ("image_raw", "camera_info")
+        ]
         player_cmd = [
             sys.executable,
             str(executable("flashocc_play")),
