@@ -146,6 +146,13 @@ class ModelConfig:
             )
         if self.stereo and self.depth_net != "camera_aware":
             raise ConfigError("stereo needs depth_net 'camera_aware'")
+        neck = self.backbone_out_indices[1:] if self.stereo else self.backbone_out_indices
+        if not neck or list(neck) != sorted(set(neck)) or 2 ** (neck[0] + 2) != self.downsample:
+            raise ConfigError(
+                f"backbone_out_indices {tuple(self.backbone_out_indices)} do not fit downsample "
+                f"{self.downsample}: the neck's stages must be increasing and its first stage "
+                "(stride 2^(index+2)) must have the stride `downsample`"
+            )
         if len(self.bev_num_layers) != len(self.bev_channels):
             raise ConfigError("bev_num_layers and bev_channels must have the same length")
         if not self.camera_names:

@@ -46,6 +46,8 @@ def test_yaml_round_trip_with_a_base_preset(tmp_path: Path) -> None:
         ({"base": "tiny", "backbone_depth": 42}, "backbone_depth"),
         ({"base": "tiny", "stereo": True}, "stereo"),
         ({"base": "tiny", "grid": {"voxel": 1}}, "unknown grid config keys"),
+        ({"base": "tiny", "downsample": 8}, "do not fit downsample 8"),
+        ({"base": "tiny", "backbone_out_indices": [3, 2]}, "increasing"),
     ],
 )
 def test_bad_model_configs_are_refused_with_a_reason(data: dict[str, object], match: str) -> None:

@@ -125,7 +125,12 @@ def run_live(
     logs = log_dir or out_npz.parent
     logs.mkdir(parents=True, exist_ok=True)
     node_log = open(logs / "node.log", "w")  # noqa: SIM115 - closed in finally
-    node_params = {**params, "use_sim_time": True} if sim_time else dict(params)
+    # The player publishes reliably and an evaluation must see every bundle: the node reads
+    # images reliably too unless told otherwise (best effort loses fragments of large images
+    # on a loaded host: a bundle then vanishes).
+    node_params = {"input_reliability": "reliable", **params}
+    if sim_time:
+        node_params["use_sim_time"] = True
     proc = subprocess.Popen(
         node_command(node_params, cameras), stdout=node_log, stderr=subprocess.STDOUT
     )
@@ -161,8 +166,13 @@ def run_live(
                 played_at = time.monotonic()
             if played_at is not None and time.monotonic() - played_at > 30.0:
                 break  # the player is done and nothing new arrived for a while
-        end = time.monotonic() + 2.0
-        while time.monotonic() < end:  # last diagnostics and visual outputs
+        # The last visual outputs, and diagnostics that count every grid received (they come
+        # every diagnostics_period_s, later still on a loaded host).
+        settle, end = time.monotonic() + 2.0, time.monotonic() + 15.0
+        while time.monotonic() < end and (
+            time.monotonic() < settle
+            or int(result.diagnostics.get("count.bundles_processed", "0")) < rec.count
+        ):
             rclpy.spin_once(node, timeout_sec=0.1)
     finally:
         if player is not None and player.poll() is None:

@@ -90,12 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     t_gen = time.monotonic() - t0
     weights = args.weights or str(DEMO_WEIGHTS)
-    # Our player publishes reliably; large images over best-effort DDS lose fragments under load.
-    params = [
-        f"--param=model_config={args.model_config}",
-        f"--param=weights={weights}",
-        "--param=input_reliability=reliable",
-    ]
+    params = [f"--param=model_config={args.model_config}", f"--param=weights={weights}"]
     _run(
         [
             sys.executable,

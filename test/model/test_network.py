@@ -14,6 +14,9 @@ from flashocc_ros.model.geometry import Calibration
 
 torch.set_num_threads(2)
 
+#: Stride-8 features (neck over stages 1..3), as the demo model.
+TINY_S8 = TINY.replace(downsample=8, backbone_out_indices=(1, 2, 3))
+
 
 def eval_model(cfg: ModelConfig, seed: int = 0) -> FlashOCC:
     torch.manual_seed(seed)
@@ -36,21 +39,22 @@ def test_forward_shapes_and_predict(cfg: ModelConfig) -> None:
     assert torch.equal(labels, logits.argmax(-1).to(torch.uint8))
 
 
-def test_stages_compose_to_forward_and_lift_matches_reference_pooling() -> None:
-    model = eval_model(TINY)
-    imgs, calib = images(TINY), rig_calib(TINY)
+@pytest.mark.parametrize("cfg", [TINY, TINY_S8], ids=["stride16", "stride8"])
+def test_stages_compose_to_forward_and_lift_matches_reference_pooling(cfg: ModelConfig) -> None:
+    model = eval_model(cfg)
+    imgs, calib = images(cfg), rig_calib(cfg)
     with torch.no_grad():
         feats = model.encode_images(imgs)
-        fh, fw = TINY.feature_size
-        assert feats.feat.shape == (1, 6, TINY.neck_channels, fh, fw) and feats.stereo is None
+        fh, fw = cfg.feature_size
+        assert feats.feat.shape == (1, 6, cfg.neck_channels, fh, fw) and feats.stereo is None
         bev = model.lift(feats, calib)
-        assert bev.shape == (1, TINY.context_channels, 64, 64) and bev.abs().sum() > 0
+        assert bev.shape == (1, cfg.context_channels, 64, 64) and bev.abs().sum() > 0
         torch.testing.assert_close(model.bev_to_logits(bev), model(imgs, calib))
         depth, context = model.depth_context(feats, calib)
         torch.testing.assert_close(depth.sum(dim=2), torch.ones(1, 6, fh, fw))
         vt = model.img_view_transformer
         ref = bev_pool_reference(
-            depth, context.permute(0, 1, 3, 4, 2), vt.geometry.coords(calib), TINY.grid
+            depth, context.permute(0, 1, 3, 4, 2), vt.geometry.coords(calib), cfg.grid
         )
         torch.testing.assert_close(bev, ref, rtol=1e-5, atol=1e-5)
 
