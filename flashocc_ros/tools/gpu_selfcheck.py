@@ -92,20 +92,12 @@ def table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-#: Moving sequence of temporal configs: bundle spacing, motion per bundle, capture offsets.
+#: Moving sequence of temporal configs (`compare_frames.drive_pose`): bundle spacing, speed,
+#: turn rate, and the capture delay between the cameras of a bundle.
 SEQUENCE_SPACING_NS = 500_000_000
-SEQUENCE_STEP_M = 1.4
-SEQUENCE_YAW_RAD = 0.05
-CAMERA_OFFSET_M = 0.02
-
-
-def ego_pose(x: float, yaw: float) -> np.ndarray:
-    """(4, 4) odom <- base_link at x metres (and 0.3·x sideways), turned by yaw rad."""
-    c, s = np.cos(yaw), np.sin(yaw)
-    pose = np.eye(4)
-    pose[:2, :2] = [[c, -s], [s, c]]
-    pose[0, 3], pose[1, 3] = x, 0.3 * x
-    return pose
+SEQUENCE_SPEED_MPS = 2.8
+SEQUENCE_YAW_RATE = 0.1
+CAMERA_DT_S = 0.008
 
 
 def synthetic_bundles(cfg: ModelConfig, count: int, seed: int = 0) -> list[list[Any]]:
@@ -114,6 +106,7 @@ def synthetic_bundles(cfg: ModelConfig, count: int, seed: int = 0) -> list[list[
     Temporal configs: a moving sequence (SEQUENCE_* above) with every camera's ego pose."""
     from flashocc_ros.rig import nuscenes_like_rig
     from flashocc_ros.runtime.pipeline import CameraInput
+    from flashocc_ros.tools.compare_frames import drive_pose
 
     rig = nuscenes_like_rig()
     rng = np.random.default_rng(seed)
@@ -131,8 +124,8 @@ def synthetic_bundles(cfg: ModelConfig, count: int, seed: int = 0) -> list[list[
         ):
             img = rng.integers(0, 256, (cam.height, cam.width, 3), dtype=np.uint8)
             if cfg.temporal:
-                x = SEQUENCE_STEP_M * i + CAMERA_OFFSET_M * n
-                pose = ego_pose(x, SEQUENCE_YAW_RAD * i)
+                t_s = i * SEQUENCE_SPACING_NS / 1e9 + n * CAMERA_DT_S
+                pose = drive_pose(t_s, SEQUENCE_SPEED_MPS, SEQUENCE_YAW_RATE)
                 stamp = 1_000_000_000 + i * SEQUENCE_SPACING_NS
                 cams.append(CameraInput(name, img, k, ext, pose, stamp))
             else:

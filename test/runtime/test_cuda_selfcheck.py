@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tiny_config import TINY
@@ -72,7 +73,7 @@ def test_temporal_bundles_are_a_moving_sequence_with_poses() -> None:
     from flashocc_ros.runtime.pipeline import OccupancyPipeline
     from flashocc_ros.tools.gpu_selfcheck import (
         SEQUENCE_SPACING_NS,
-        SEQUENCE_STEP_M,
+        SEQUENCE_SPEED_MPS,
         LogitsTap,
         synthetic_bundles,
     )
@@ -81,8 +82,8 @@ def test_temporal_bundles_are_a_moving_sequence_with_poses() -> None:
     assert [b[0].stamp_ns for b in bundles] == [1_000_000_000, 1_000_000_000 + SEQUENCE_SPACING_NS]
     for cams in bundles:
         assert all(c.ego_pose is not None and c.ego_pose.shape == (4, 4) for c in cams)
-    moved = bundles[1][0].ego_pose[0, 3] - bundles[0][0].ego_pose[0, 3]
-    assert abs(moved - SEQUENCE_STEP_M) < 1e-9
+    moved = np.linalg.norm(bundles[1][0].ego_pose[:2, 3] - bundles[0][0].ego_pose[:2, 3])
+    assert abs(moved - SEQUENCE_SPEED_MPS * SEQUENCE_SPACING_NS / 1e9) < 1e-3
     assert bundles[0][1].ego_pose[0, 3] > bundles[0][0].ego_pose[0, 3]  # per-camera capture
     assert synthetic_bundles(TINY, 1)[0][0].ego_pose is None  # single-frame: no poses
     # The tap sees what the pipeline got, frame by frame, and the history stepped once each.
