@@ -75,8 +75,8 @@ def read_ground_truth(path: Path) -> dict[Any, tuple[np.ndarray, np.ndarray]]:
 
 
 def read_predictions(path: Path, topic: str | None = None) -> dict[Any, np.ndarray]:
-    """{key: semantics} from a bag, or a folder of npz files named <token>.npz or
-    <scene>/<token>/*.npz, each holding `semantics` (X, Y, Z)."""
+    """{key: semantics} from a bag, or a folder of npz files named <token>.npz, <stamp_ns>.npz
+    (int key) or <scene>/<token>/*.npz, each holding `semantics` (X, Y, Z)."""
     if is_bag(path):
         return dict(read_bag_grids(path, topic))
     if not path.is_dir():
@@ -87,7 +87,8 @@ def read_predictions(path: Path, topic: str | None = None) -> dict[Any, np.ndarr
         with np.load(f) as z:
             if "semantics" not in z:
                 raise SourceError(f"{f} has no 'semantics' array")
-            out[token] = z["semantics"]
+            # <stamp_ns>.npz (replay, flashocc_record) is keyed by its stamp like a bag grid.
+            out[int(token) if token.isdigit() else token] = z["semantics"]
     if not out:
         raise SourceError(f"no .npz predictions under {path}")
     return out

@@ -116,6 +116,14 @@ def test_dataset_folder_and_evaluate(
                  "--pred-topic", "/ground_truth/occupancy"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "frames: 40" in out and "100.00" in out
+    # <stamp_ns>.npz files (what tools.replay and flashocc_record write) against the bag.
+    stamped = tmp_path / "stamped"
+    stamped.mkdir()
+    for rec in ds.keyframes[:3]:
+        np.savez(stamped / f"{rec.stamp_ns}.npz", semantics=ds.labels(rec).semantics)
+    assert main(["evaluate", "--gt", str(bag), "--pred", str(stamped)]) == 0
+    out = capsys.readouterr().out
+    assert "frames: 3" in out and "100.00" in out
 
 
 def test_user_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
