@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from deploy_fakes import calibration_bag
 from tiny_config import TINY
 
 from flashocc_ros.deploy.calibration import (
@@ -38,7 +39,6 @@ from flashocc_ros.runtime.backend import TorchBackend
 from flashocc_ros.runtime.pipeline import OccupancyPipeline
 from flashocc_ros.tools.compare import random_frames
 from flashocc_ros.tools.replay import OfflineReplay
-from flashocc_ros.tools.world import main as world_main
 
 torch.set_num_threads(1)
 
@@ -51,11 +51,7 @@ def model() -> FlashOCC:
 
 @pytest.fixture(scope="module")
 def bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("calib") / "bag"
-    args = ["generate", "--bag", str(out), "--scenes", "1", "--keyframes", "3", "--width", "352",
-            "--height", "198", "--keyframes-only", "--mask-width", "16"]  # fmt: skip
-    assert world_main(args) == 0
-    return out
+    return calibration_bag(tmp_path_factory.mktemp("calib"))
 
 
 def test_select_frames_honours_stride_and_limit() -> None:

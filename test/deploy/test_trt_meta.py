@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from deploy_fakes import WEIGHTS, fake_export
 from tiny_config import TINY
 
 from flashocc_ros.deploy.calibration import CalibrationCache
@@ -31,26 +32,11 @@ from flashocc_ros.deploy.onnx_export import (
     ExportMetadata,
     GraphSpec,
     file_sha256,
-    graph_shapes,
 )
 from flashocc_ros.deploy.trt_build import int8_rebuild_blocker
 from flashocc_ros.runtime.trt_backend import Binding, binding_problems
 
 PLATFORM = Platform("10.13.0.35", "NVIDIA GeForce RTX 3090", "8.6")
-WEIGHTS = "ab" * 32
-
-
-def fake_export(cfg=TINY) -> ExportMetadata:  # type: ignore[no-untyped-def]
-    a, b = graph_shapes(cfg)
-    return ExportMetadata(
-        model_config=cfg.to_dict(),
-        weights_sha256=WEIGHTS,
-        opset=17,
-        torch_version="t",
-        onnx_version="o",
-        image_graph=GraphSpec(a.file, "a" * 64, a.inputs, a.outputs),
-        bev_graph=GraphSpec(b.file, "b" * 64, b.inputs, b.outputs),
-    )
 
 
 def write_engines(root: Path, precision: str, platform: Platform = PLATFORM) -> EngineLayout:
@@ -60,7 +46,7 @@ def write_engines(root: Path, precision: str, platform: Platform = PLATFORM) -> 
     for graph in GRAPHS:
         layout.engine(graph).write_bytes(f"engine {graph} {precision}".encode())
         meta = make_metadata(
-            graph, precision, fake_export(), platform, file_sha256(layout.engine(graph))
+            graph, precision, fake_export(TINY), platform, file_sha256(layout.engine(graph))
         )
         layout.metadata(graph).write_text(meta.to_json())
     return layout
@@ -84,7 +70,7 @@ def test_layout_names_every_file(tmp_path: Path) -> None:
 
 
 def test_metadata_records_shapes_hashes_and_platform() -> None:
-    meta = make_metadata("bev_to_logits", "fp16", fake_export(), PLATFORM, "e" * 64)
+    meta = make_metadata("bev_to_logits", "fp16", fake_export(TINY), PLATFORM, "e" * 64)
     g = TINY.grid
     assert meta.inputs == {"bev": [1, TINY.context_channels, g.size_y, g.size_x]}
     assert meta.outputs == {"logits": [1, g.size_x, g.size_y, g.size_z, TINY.num_classes]}
@@ -111,7 +97,7 @@ def test_metadata_records_shapes_hashes_and_platform() -> None:
     ],
 )
 def test_each_mismatch_is_named(change: dict[str, object], match: str) -> None:
-    meta = make_metadata("image_to_depth", "fp16", fake_export(), PLATFORM, "e" * 64)
+    meta = make_metadata("image_to_depth", "fp16", fake_export(TINY), PLATFORM, "e" * 64)
     want = Expected(
         change.get("cfg", TINY),  # type: ignore[arg-type]
         change.get("weights_sha256", WEIGHTS),  # type: ignore[arg-type]
@@ -124,7 +110,7 @@ def test_each_mismatch_is_named(change: dict[str, object], match: str) -> None:
 
 
 def test_renamed_cameras_keep_the_engines() -> None:
-    meta = make_metadata("image_to_depth", "fp32", fake_export(), PLATFORM, "e" * 64)
+    meta = make_metadata("image_to_depth", "fp32", fake_export(TINY), PLATFORM, "e" * 64)
     renamed = TINY.replace(camera_names=tuple(f"cam{i}" for i in range(6)))
     assert metadata_mismatches(meta, Expected(renamed, WEIGHTS, "fp32", PLATFORM)) == []
 
@@ -185,7 +171,7 @@ def test_int8_rebuild_needs_caches_of_this_export(tmp_path: Path) -> None:
     assert "calibration frames" in int8_rebuild_blocker(layout, TINY, WEIGHTS)  # no export
     # An export folder whose graph files match their metadata (contents are not parsed here).
     layout.onnx_dir.mkdir()
-    export = fake_export()
+    export = fake_export(TINY)
     specs = []
     for spec in (export.image_graph, export.bev_graph):
         (layout.onnx_dir / spec.file).write_bytes(spec.file.encode())
@@ -207,7 +193,7 @@ def test_int8_rebuild_needs_caches_of_this_export(tmp_path: Path) -> None:
 def test_engine_bindings_are_checked_against_metadata() -> None:
     import torch
 
-    meta = make_metadata("bev_to_logits", "fp16", fake_export(), PLATFORM, "e" * 64)
+    meta = make_metadata("bev_to_logits", "fp16", fake_export(TINY), PLATFORM, "e" * 64)
     (name_in, shape_in), (name_out, shape_out) = *meta.inputs.items(), *meta.outputs.items()
     good = [
         Binding(name_in, tuple(shape_in), torch.float32, True),

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import onnx
 import pytest
 import torch
+from deploy_fakes import calibration_bag, fake_export
 from onnx import shape_inference
 from stereo_sequence import CFG, rig_calib, seeded_model, sequence
 from tiny_config import TINY
@@ -48,11 +49,8 @@ from flashocc_ros.deploy.engine_meta import (
 )
 from flashocc_ros.deploy.onnx_export import (
     ExportMetadata,
-    GraphSpec,
     file_sha256,
-    graph_shapes,
     read_metadata,
-    stereo_feature_shapes,
     weights_sha256,
 )
 from flashocc_ros.deploy.onnx_stereo import (
@@ -70,7 +68,6 @@ from flashocc_ros.runtime.backend import BackendError, TorchBackend
 from flashocc_ros.runtime.pipeline import OccupancyPipeline
 from flashocc_ros.runtime.trt_temporal import IMAGE_INPUTS, TrtTemporalNet
 from flashocc_ros.tools.replay import OfflineReplay
-from flashocc_ros.tools.world import main as world_main
 
 torch.set_num_threads(1)
 
@@ -87,21 +84,6 @@ def model() -> FlashOCC:
 # --- engine folder, metadata, stale detection ------------------------------------------------
 
 
-def fake_stereo_export(weights: str = "ab" * 32) -> ExportMetadata:
-    a, b = graph_shapes(CFG)
-    s = stereo_feature_shapes(CFG)
-    return ExportMetadata(
-        model_config=CFG.to_dict(),
-        weights_sha256=weights,
-        opset=17,
-        torch_version="t",
-        onnx_version="o",
-        image_graph=GraphSpec(a.file, "a" * 64, a.inputs, a.outputs),
-        bev_graph=GraphSpec(b.file, "b" * 64, b.inputs, b.outputs),
-        stereo_graph=GraphSpec(s.file, "c" * 64, s.inputs, s.outputs),
-    )
-
-
 def write_stereo_engines(root: Path, precision: str = "fp16") -> EngineLayout:
     """A folder as build_engines leaves it for tiny-stereo, with fake engine bytes."""
     layout = EngineLayout(root, precision)
@@ -109,7 +91,7 @@ def write_stereo_engines(root: Path, precision: str = "fp16") -> EngineLayout:
     for graph in ALL_GRAPHS:
         layout.engine(graph).write_bytes(f"engine {graph} {precision}".encode())
         sha = file_sha256(layout.engine(graph))
-        meta = make_metadata(graph, precision, fake_stereo_export(), PLATFORM, sha)
+        meta = make_metadata(graph, precision, fake_export(CFG), PLATFORM, sha)
         layout.metadata(graph).write_text(meta.to_json())
     return layout
 
@@ -120,7 +102,7 @@ def test_stereo_folders_hold_three_engines(tmp_path: Path) -> None:
     layout = EngineLayout(tmp_path, "fp16")
     assert layout.engine(STEREO_GRAPH) == tmp_path / "stereo_feature.fp16.engine"
     assert layout.metadata(STEREO_GRAPH) == tmp_path / "stereo_feature.fp16.json"
-    meta = make_metadata(STEREO_GRAPH, "fp16", fake_stereo_export(), PLATFORM, "e" * 64)
+    meta = make_metadata(STEREO_GRAPH, "fp16", fake_export(CFG), PLATFORM, "e" * 64)
     n, (h, w) = CFG.num_cameras, CFG.input_size
     assert meta.inputs == {"images": [n, 3, h, w]}
     assert meta.outputs == {"stereo": [n, stereo_channels(CFG), h // 4, w // 4]}
@@ -130,9 +112,9 @@ def test_stereo_folders_hold_three_engines(tmp_path: Path) -> None:
         "stereo_feature.onnx": "c" * 64,
     }
     assert EngineMetadata.from_json(meta.to_json()) == meta
-    a = make_metadata(GRAPHS[0], "fp16", fake_stereo_export(), PLATFORM, "e" * 64)
+    a = make_metadata(GRAPHS[0], "fp16", fake_export(CFG), PLATFORM, "e" * 64)
     assert set(a.inputs) == {"images", "mlp_input", "prev_stereo", "stereo_grid"}
-    single = ExportMetadata(**{**fake_stereo_export().__dict__, "stereo_graph": None})
+    single = ExportMetadata(**{**fake_export(CFG).__dict__, "stereo_graph": None})
     with pytest.raises(EngineError, match="no graph 'stereo_feature'"):
         graph_spec(single, STEREO_GRAPH)
 
@@ -160,7 +142,7 @@ def test_a_stereo_folder_without_or_with_a_foreign_graph_s_is_stale(tmp_path: Pa
     for graph in GRAPHS:
         single.engine(graph).write_bytes(b"e")
         sha = file_sha256(single.engine(graph))
-        meta = make_metadata(graph, "fp16", fake_stereo_export(), PLATFORM, sha)
+        meta = make_metadata(graph, "fp16", fake_export(CFG), PLATFORM, sha)
         data = json.loads(meta.to_json())
         data["model_config"] = TINY.to_dict()
         single.metadata(graph).write_text(json.dumps(data))
@@ -649,11 +631,7 @@ def test_int8_build_calibrates_every_graph_then_reuses_the_caches(
 
 @pytest.fixture(scope="module")
 def bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("m2_calib") / "bag"
-    args = ["generate", "--bag", str(out), "--scenes", "1", "--keyframes", "3", "--width", "352",
-            "--height", "198", "--keyframes-only", "--mask-width", "16"]  # fmt: skip
-    assert world_main(args) == 0
-    return out
+    return calibration_bag(tmp_path_factory.mktemp("m2_calib"))
 
 
 def test_temporal_calibration_inputs_are_what_the_node_feeds_each_graph(
