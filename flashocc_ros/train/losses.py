@@ -92,15 +92,40 @@ def depth_targets(depth: Tensor, bins: Tensor, downsample: int) -> Tensor:
     return torch.where(valid, idx, torch.full_like(idx, NO_DEPTH))
 
 
+def log_one_minus_softmax(z: Tensor) -> Tensor:
+    """log(1 - softmax(z)) over the last axis of (V, D) float logits, finite when saturated.
+
+    Only the largest logit of a row can have p > 1/2; every other entry is log1p(-p), accurate
+    for p <= 1/2. The largest one is logsumexp of the other logits minus logsumexp of all
+    (exact even when p rounds to 1). O(V·D); `log_one_minus_softmax_reference` is the O(V·D²)
+    plain form it is tested against.
+    """
+    lse = torch.logsumexp(z, dim=-1, keepdim=True)  # (V, 1)
+    top = z.argmax(dim=-1, keepdim=True)  # (V, 1)
+    lse_rest = torch.logsumexp(z.scatter(-1, top, float("-inf")), dim=-1, keepdim=True)
+    # the top entries get a dummy p = e^-1 before log1p, so no inf/nan gradient reaches them
+    rest = torch.log1p(-torch.exp((z - lse).scatter(-1, top, -1.0)))  # (V, D)
+    return rest.scatter(-1, top, lse_rest - lse)
+
+
+def log_one_minus_softmax_reference(z: Tensor) -> Tensor:
+    """Plain form: log(1 - p_d) = logsumexp_{k != d} z_k - logsumexp_k z_k via (V, D, D)."""
+    d = z.shape[-1]
+    lse = torch.logsumexp(z, dim=-1, keepdim=True)  # (V, 1)
+    eye = torch.eye(d, dtype=torch.bool, device=z.device)
+    others = z.unsqueeze(-2).masked_fill(eye, float("-inf"))  # (V, D, D): row d without z_d
+    return torch.logsumexp(others, dim=-1) - lse
+
+
 def depth_loss(depth_logits: Tensor, target: Tensor) -> Tensor:
     """BCE of softmax(depth logits) (B, N, D, fH, fW) against one-hot targets (B, N, fH, fW).
 
     Same value as `binary_cross_entropy(softmax(logits), one_hot)` summed over D and cells with
     a target, divided by their count; computed from logits in float32 so that a saturated
     softmax (p = 0 or 1 in float) gives neither -inf terms nor exploding gradients:
-    log p_d = log_softmax_d, log(1 - p_d) = logsumexp_{k != d} z_k - logsumexp_k z_k. No -100
-    clamp as in torch's BCE: the terms stay finite and their gradients (bounded by 1 per logit)
-    keep pulling a saturated softmax back.
+    log p_d = log_softmax_d, log(1 - p_d) from `log_one_minus_softmax`. No -100 clamp as in
+    torch's BCE: the terms stay finite and their gradients (bounded by 1 per logit) keep pulling
+    a saturated softmax back.
     """
     if depth_logits.dim() != 5 or target.shape != depth_logits.shape[:2] + depth_logits.shape[3:]:
         raise ValueError(
@@ -116,14 +141,17 @@ def depth_loss(depth_logits: Tensor, target: Tensor) -> Tensor:
         return depth_logits.sum() * 0.0
     with torch.autocast(depth_logits.device.type, enabled=False):
         zv = z[valid].float()  # (V, D)
-        lse = torch.logsumexp(zv, dim=1, keepdim=True)  # (V, 1)
-        log_p = zv - lse  # (V, D)
-        eye = torch.eye(d, dtype=torch.bool, device=zv.device)
-        others = zv.unsqueeze(1).masked_fill(eye, float("-inf"))  # (V, D, D): row d without z_d
-        log_not_p = torch.logsumexp(others, dim=2) - lse  # (V, D) = log(1 - p_d)
+        log_p = torch.log_softmax(zv, dim=1)  # (V, D)
         onehot = F.one_hot(tgt[valid], d).bool()
-        bce = -torch.where(onehot, log_p, log_not_p).sum()
+        bce = -torch.where(onehot, log_p, log_one_minus_softmax(zv)).sum()
     return bce / count.float()
 
 
-__all__ = ["NO_DEPTH", "depth_loss", "depth_targets", "occupancy_loss"]
+__all__ = [
+    "NO_DEPTH",
+    "depth_loss",
+    "depth_targets",
+    "log_one_minus_softmax",
+    "log_one_minus_softmax_reference",
+    "occupancy_loss",
+]

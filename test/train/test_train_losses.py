@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from flashocc_ros.config import model_config
@@ -18,6 +19,8 @@ from flashocc_ros.train.losses import (
     class_balance_weights,
     depth_loss,
     depth_targets,
+    log_one_minus_softmax,
+    log_one_minus_softmax_reference,
     occupancy_loss,
 )
 
@@ -120,6 +123,36 @@ def test_depth_loss_stays_finite_on_a_saturated_softmax() -> None:
     assert logits.grad is not None and torch.isfinite(logits.grad).all()
     assert float(logits.grad.abs().max()) < 10.0  # bounded: no 1e12 from 1 / (p (1 - p))
     assert float(logits.grad[0, 0, 7]) > 0.5  # and not zero: it pulls the wrong bin down
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0, 400.0])
+def test_log_one_minus_softmax_matches_the_plain_form(scale: float) -> None:
+    """Values and gradients of the O(V·D) form against the O(V·D²) reference, from ordinary
+    to saturated rows (scale 400: p of the top bin is exactly 1 in float32), ties included."""
+    gen = torch.Generator().manual_seed(5)
+    z = torch.randn(64, 12, generator=gen, dtype=torch.float64) * scale
+    z[0] = 0.0  # all equal: every p = 1/12
+    z[1, 3] = z[1, 7] = z[1].max() + 1.0  # two tied top bins
+    weights = torch.randn(64, 12, generator=gen, dtype=torch.float64)
+    outs = []
+    for fn in (log_one_minus_softmax, log_one_minus_softmax_reference):
+        for dtype in (torch.float64, torch.float32):
+            x = z.to(dtype).clone().requires_grad_()
+            y = fn(x)
+            (y * weights.to(dtype)).sum().backward()
+            assert torch.isfinite(y).all() and x.grad is not None and torch.isfinite(x.grad).all()
+            outs.append((y.detach().double(), x.grad.double()))
+    (fast64, gfast64), (fast32, gfast32), (ref64, gref64), (ref32, gref32) = outs
+    torch.testing.assert_close(fast64, ref64)
+    torch.testing.assert_close(gfast64, gref64)
+    # in float32 both forms are as close to the float64 values (rounding of logits ~|z|·6e-8)
+    for y, g in ((fast32, gfast32), (ref32, gref32)):
+        torch.testing.assert_close(y, ref64, rtol=1e-5, atol=float(z.abs().max()) * 1e-6)
+        torch.testing.assert_close(g, gref64, rtol=1e-4, atol=1e-5)
+    p = torch.softmax(z, dim=-1)
+    plain = torch.log1p(-p)
+    ok = p < 0.999  # where the naive formula still has digits
+    torch.testing.assert_close(fast64[ok], plain[ok])
 
 
 def test_warped_depth_targets_follow_the_image_augmentation() -> None:
