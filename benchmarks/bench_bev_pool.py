@@ -7,32 +7,51 @@ the nuScenes-like rig. Out: rows with the speed-up of the fast path over each ba
 * recompute: lift the frustum and `prepare_pooling` again, then `bev_pool` (a node that
   rebuilt the geometry per frame, e.g. with ego-motion folding while driving);
 * index_add: the spec's `bev_pool_index_add` over the same cached indices;
-* reference: `bev_pool_reference`, cells from the coordinates, one `index_put_` (plain).
+* reference: `bev_pool_reference`, cells from the coordinates, one `index_put_` (plain);
+* training: forward + backward of `bev_pool` (its hand-written backward) vs autograd through
+  `bev_pool_index_add`, gradients for depth and context.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
 from benchmarks.common import Row, compare
 from flashocc_ros.config import model_config
 from flashocc_ros.model.bev_pool import bev_pool, bev_pool_index_add, bev_pool_reference
-from flashocc_ros.model.geometry import LiftGeometry, prepare_pooling
+from flashocc_ros.model.geometry import LiftGeometry, PoolingIndices, prepare_pooling
 from flashocc_ros.model.preprocess import rig_calibration
 from flashocc_ros.rig import nuscenes_like_rig
 
 GROUP = "2 bev-pool"
 
 
-@torch.inference_mode()
 def run(quick: bool, repeats: int) -> list[Row]:
     name = "flashocc-r50-M0" if quick else "flashocc-r50"
+    rows = inference_rows(name, repeats)
+    depth, feat, indices = inputs(name)
+    return [*rows, training_row(name, depth, feat, indices, repeats)]
+
+
+def inputs(name: str) -> tuple[torch.Tensor, torch.Tensor, PoolingIndices]:
+    """Seeded depth (1, N, D, fH, fW), context (1, N, fH, fW, C) and the rig's indices."""
     cfg = model_config(name)
     calib = rig_calibration(nuscenes_like_rig(), cfg.input_size)
     gen = torch.Generator().manual_seed(0)
     n, d, (h, w), c = cfg.num_cameras, cfg.num_depth_bins, cfg.feature_size, cfg.context_channels
-    depth = torch.randn(1, n, d, h, w, generator=gen).softmax(2)  # (B, N, D, fH, fW)
-    feat = torch.randn(1, n, h, w, c, generator=gen)  # (B, N, fH, fW, C)
+    depth = torch.randn(1, n, d, h, w, generator=gen).softmax(2)
+    feat = torch.randn(1, n, h, w, c, generator=gen)
+    return depth, feat, LiftGeometry(cfg).indices(calib)
+
+
+@torch.inference_mode()
+def inference_rows(name: str, repeats: int) -> list[Row]:
+    cfg = model_config(name)
+    calib = rig_calibration(nuscenes_like_rig(), cfg.input_size)
+    depth, feat, _ = inputs(name)  # (B, N, D, fH, fW), (B, N, fH, fW, C)
+    c = cfg.context_channels
     geometry = LiftGeometry(cfg)
     indices = geometry.indices(calib)
     coords = geometry.coords(calib)  # (B, N, D, fH, fW, 3)
@@ -62,3 +81,30 @@ def run(quick: bool, repeats: int) -> list[Row]:
             ("reference", "lift + bev_pool_reference (plain)"),
         )
     ]
+
+
+def training_row(
+    name: str, depth: torch.Tensor, feat: torch.Tensor, indices: PoolingIndices, repeats: int
+) -> Row:
+    """Forward + backward (training) of the fast path vs autograd through the spec's index_add."""
+    grid = model_config(name).grid
+    upstream = torch.randn(1, feat.shape[-1], 200, 200, generator=torch.Generator().manual_seed(1))
+
+    def step(pool: Callable[..., torch.Tensor]) -> Callable[[], None]:
+        def run_once() -> None:
+            d = depth.clone().requires_grad_()
+            f = feat.clone().requires_grad_()
+            (pool(d, f, indices, grid) * upstream).sum().backward()
+
+        return run_once
+
+    ms = compare({"fast": step(bev_pool), "index_add": step(bev_pool_index_add)}, repeats)
+    return Row(
+        GROUP,
+        f"bev_pool forward + backward, training ({name})",
+        "autograd through index_add (spec)",
+        ms["fast"],
+        ms["index_add"],
+        ms["index_add"] / ms["fast"],
+        "speedup",
+    )
