@@ -29,14 +29,7 @@ from benchmarks.common import Row, compare, median_stages
 from flashocc_ros.classes import CLASS_NAMES, FREE_LABEL, PALETTE_RGB
 from flashocc_ros.config import NUSCENES_CAMERAS, ModelConfig, model_config
 from flashocc_ros.model.geometry import Calibration
-from flashocc_ros.model.preprocess import (
-    apply_aug_boxed,
-    inference_aug,
-    normalize,
-    normalize_into,
-    preprocess_images,
-    preprocess_images_fast,
-)
+from flashocc_ros.model.preprocess import preprocess_images, preprocess_images_fast
 from flashocc_ros.rig import nuscenes_like_rig
 from flashocc_ros.runtime.assembler import BundleAssembler, CameraIntrinsics, RawImage
 from flashocc_ros.runtime.backend import FramePoses
@@ -364,18 +357,12 @@ def optimisation_rows(cfg: ModelConfig, ros: RosParts, repeats: int) -> list[Row
     grid = cfg.grid
     decoded = fast.assembler.decode_all(raws)
     logits = frame_logits(cfg)[0]
-    crops = np.stack(
-        [apply_aug_boxed(d, inference_aug(d.shape[:2], cfg.input_size)) for d in decoded]
-    )  # (6, h, w, 3) uint8
-    planes = np.empty((len(crops), 3, *cfg.input_size), np.float32)
     ms = compare(
         {
             "decode": lambda: fast.assembler.decode_all(raws),
             "decode_ref": lambda: plain.assembler.decode_all_reference(raws),
             "pre": lambda: preprocess_images_fast(decoded, cfg.input_size),
             "pre_ref": lambda: preprocess_images(decoded, cfg.input_size),
-            "norm": lambda: [normalize_into(c, o) for c, o in zip(crops, planes, strict=True)],
-            "norm_ref": lambda: normalize(crops),
             "labels": lambda: labels_from_logits(logits, with_confidence=False),
             "labels_ref": lambda: logits.float().argmax(dim=-1).to(torch.uint8).numpy(),
             "voxels": lambda: (occupancy_voxels(labels, grid), bev_image(labels)),
@@ -407,15 +394,6 @@ def optimisation_rows(cfg: ModelConfig, ros: RosParts, repeats: int) -> list[Row
             ms["pre"],
             ms["pre_ref"],
             ms["pre_ref"] / ms["pre"],
-            "speedup",
-        ),
-        Row(
-            GROUP,
-            "normalise six crops: table look-up (normalize_into, one thread)",
-            "normalize (float, subtract, divide; before)",
-            ms["norm"],
-            ms["norm_ref"],
-            ms["norm_ref"] / ms["norm"],
             "speedup",
         ),
         Row(

@@ -10,10 +10,8 @@ image). A `bgr8` ROS image therefore goes in unswapped.
 the other). `preprocess_images_fast` is what the node runs on the CPU: Pillow resamples only
 the source region that lands inside the crop (`resize(box=...)`, about 35 % less work at the
 official 256×704 crop) and the N images are resampled in parallel threads (Pillow releases the
-GIL), each thread normalising its image through a 256-entry table per channel (`normalize_into`,
-bit-identical to `normalize`). Pillow's fixed-point rounding for a box differs from the full
-resize by at most one grey level on a few pixels in a hundred thousand
-(test/model/test_preprocess_fast.py).
+GIL). Pillow's fixed-point rounding for a box differs from the full resize by at most one grey
+level on a few pixels in a hundred thousand (test/model/test_preprocess_fast.py).
 """
 
 from __future__ import annotations
@@ -158,27 +156,6 @@ def normalize(images: np.ndarray) -> Tensor:
     return (x - mean) / std
 
 
-def _normalize_table() -> np.ndarray:
-    """(3, 256) float32: `normalize` of every uint8 value per channel (same float32 ops)."""
-    values = torch.arange(256, dtype=torch.uint8).view(1, 1, 256, 1).expand(1, 1, 256, 3)
-    return normalize(values.numpy())[0, :, 0, :].numpy().copy()  # (3, 256)
-
-
-_TABLE = _normalize_table()
-
-
-def normalize_into(image: np.ndarray, out: np.ndarray) -> None:
-    """(h, w, 3) uint8 -> `out` (3, h, w) float32, bit-identical to `normalize`: one table
-    look-up per pixel and channel instead of a float conversion, a subtraction and a division
-    over permuted tensors (2-3x less time for six 256×704 images on this CPU)."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"image must be (h, w, 3) uint8, got {image.shape} {image.dtype}")
-    if out.shape != (3, *image.shape[:2]) or out.dtype != np.float32:
-        raise ValueError(f"out must be (3, {image.shape[0]}, {image.shape[1]}) float32")
-    for c in range(3):
-        np.take(_TABLE[c], image[:, :, c], out=out[c])
-
-
 @dataclass(frozen=True)
 class Preprocessed:
     """Network-ready images of one frame and the augmentation that produced them."""
@@ -228,19 +205,14 @@ def _preprocess(
         augs = [inference_aug(img.shape[:2], input_hw) for img in images]
     if len(augs) != len(images):
         raise ValueError(f"N: {len(images)} images but {len(augs)} augmentations")
+    if fast:
+        out = np.stack(list(_pool().map(apply_aug_boxed, images, augs)))
+    else:
+        out = np.stack([apply_aug(img, aug) for img, aug in zip(images, augs, strict=True)])
     mats = [aug.matrices() for aug in augs]
     post_rot = torch.tensor(np.stack([m[0] for m in mats]), dtype=torch.float32)
     post_tran = torch.tensor(np.stack([m[1] for m in mats]), dtype=torch.float32)
-    if not fast:
-        out = np.stack([apply_aug(img, aug) for img, aug in zip(images, augs, strict=True)])
-        return Preprocessed(normalize(out), post_rot, post_tran)
-    planes = np.empty((len(images), 3, *input_hw), np.float32)
-
-    def one(i: int) -> None:  # resample and normalise image i into its planes (own thread)
-        normalize_into(apply_aug_boxed(images[i], augs[i]), planes[i])
-
-    list(_pool().map(one, range(len(images))))
-    return Preprocessed(torch.from_numpy(planes), post_rot, post_tran)
+    return Preprocessed(normalize(out), post_rot, post_tran)
 
 
 def rig_calibration(rig: CameraRig, input_hw: tuple[int, int]) -> Calibration:
