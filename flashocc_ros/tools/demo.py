@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{run['bev_images']} BEV images), backend {run['diagnostics'].get('backend', '?')}",
         "latency per stage, median ms (node, this CPU): "
         + ", ".join(f"{k} {v:.0f}" for k, v in lat.items()),
+        *_missing_grids(len(ds), run["occupancy"], run["diagnostics"]),
         f"wall time: generate {t_gen:.0f} s, live replay {t_live:.0f} s",
         "",
         f"Occ3D mIoU (classes 0-16, camera mask) over {len(preds)} frames: "
@@ -159,6 +160,31 @@ def main(argv: list[str] | None = None) -> int:
     (out / "report.txt").write_text(report + "\n")
     sys.stdout.write(report + "\n")
     return 0
+
+
+def _missing_grids(played: int, received: int, diagnostics: dict[str, str]) -> list[str]:
+    """One line saying why fewer grids than keyframes came back, from the node's last
+    diagnostics (its drop and failure counters), or nothing when every keyframe came back."""
+    if received >= played:
+        return []
+    skip = ("count.images_in.", "count.bundles_processed")
+    reasons = [
+        f"{k.removeprefix('count.')} {v}"
+        for k, v in sorted(diagnostics.items())
+        if (k.startswith("count.") or k == "queue.superseded")
+        and not k.startswith(skip)
+        and v not in ("0", "")
+    ]
+    images = sorted(
+        f"{k.removeprefix('count.images_in.')} {v}"
+        for k, v in diagnostics.items()
+        if k.startswith("count.images_in.")
+    )
+    why = ", ".join(reasons) or "no drop or failure counted (images lost before the node?)"
+    return [
+        f"missing: {played - received} of {played} keyframes gave no grid; node counters: {why}; "
+        f"images received per camera: {', '.join(images) or 'none'} (see the node log)"
+    ]
 
 
 def _recorded_evaluation(weights: str) -> list[str]:
