@@ -15,13 +15,14 @@ the nuScenes-like rig. Out: rows with the speed-up of the fast path over each ba
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
 from benchmarks.common import Row, compare
-from flashocc_ros.config import model_config
+from flashocc_ros.config import ModelConfig, model_config
 from flashocc_ros.model.bev_pool import bev_pool, bev_pool_index_add, bev_pool_reference
-from flashocc_ros.model.geometry import LiftGeometry, PoolingIndices, prepare_pooling
+from flashocc_ros.model.geometry import Calibration, LiftGeometry, prepare_pooling
 from flashocc_ros.model.preprocess import rig_calibration
 from flashocc_ros.rig import nuscenes_like_rig
 
@@ -30,29 +31,38 @@ GROUP = "2 bev-pool"
 
 def run(quick: bool, repeats: int) -> list[Row]:
     name = "flashocc-r50-M0" if quick else "flashocc-r50"
-    rows = inference_rows(name, repeats)
-    depth, feat, indices = inputs(name)
-    return [*rows, training_row(name, depth, feat, indices, repeats)]
+    pool_in = inputs(name)
+    return [*inference_rows(pool_in, repeats), training_row(pool_in, repeats)]
 
 
-def inputs(name: str) -> tuple[torch.Tensor, torch.Tensor, PoolingIndices]:
-    """Seeded depth (1, N, D, fH, fW), context (1, N, fH, fW, C) and the rig's indices."""
+class PoolInputs(NamedTuple):
+    """Seeded pooling inputs of one model on the nuScenes-like rig (made outside inference
+    mode, so the training row can take gradients of them)."""
+
+    name: str
+    cfg: ModelConfig
+    calib: Calibration
+    geometry: LiftGeometry
+    depth: torch.Tensor  # (B, N, D, fH, fW) probabilities
+    feat: torch.Tensor  # (B, N, fH, fW, C) context
+
+
+def inputs(name: str) -> PoolInputs:
     cfg = model_config(name)
     calib = rig_calibration(nuscenes_like_rig(), cfg.input_size)
     gen = torch.Generator().manual_seed(0)
     n, d, (h, w), c = cfg.num_cameras, cfg.num_depth_bins, cfg.feature_size, cfg.context_channels
     depth = torch.randn(1, n, d, h, w, generator=gen).softmax(2)
     feat = torch.randn(1, n, h, w, c, generator=gen)
-    return depth, feat, LiftGeometry(cfg).indices(calib)
+    geometry = LiftGeometry(cfg)
+    geometry.indices(calib)  # cached now, outside inference mode (autograd saves them)
+    return PoolInputs(name, cfg, calib, geometry, depth, feat)
 
 
 @torch.inference_mode()
-def inference_rows(name: str, repeats: int) -> list[Row]:
-    cfg = model_config(name)
-    calib = rig_calibration(nuscenes_like_rig(), cfg.input_size)
-    depth, feat, _ = inputs(name)  # (B, N, D, fH, fW), (B, N, fH, fW, C)
+def inference_rows(pool_in: PoolInputs, repeats: int) -> list[Row]:
+    name, cfg, calib, geometry, depth, feat = pool_in
     c = cfg.context_channels
-    geometry = LiftGeometry(cfg)
     indices = geometry.indices(calib)
     coords = geometry.coords(calib)  # (B, N, D, fH, fW, 3)
     fast = bev_pool(depth, feat, indices, cfg.grid)
@@ -83,12 +93,12 @@ def inference_rows(name: str, repeats: int) -> list[Row]:
     ]
 
 
-def training_row(
-    name: str, depth: torch.Tensor, feat: torch.Tensor, indices: PoolingIndices, repeats: int
-) -> Row:
+def training_row(pool_in: PoolInputs, repeats: int) -> Row:
     """Forward + backward (training) of the fast path vs autograd through the spec's index_add."""
-    grid = model_config(name).grid
-    upstream = torch.randn(1, feat.shape[-1], 200, 200, generator=torch.Generator().manual_seed(1))
+    name, cfg, calib, geometry, depth, feat = pool_in
+    grid, indices = cfg.grid, geometry.indices(calib)
+    shape = bev_pool(depth, feat, indices, grid).shape  # (B, C·Dz, Y, X)
+    upstream = torch.randn(shape, generator=torch.Generator().manual_seed(1))
 
     def step(pool: Callable[..., torch.Tensor]) -> Callable[[], None]:
         def run_once() -> None:

@@ -87,7 +87,13 @@ class _PairPool(torch.autograd.Function):
             indices.pair_col.shape[0], dtype=depth_flat.dtype, device=depth_flat.device
         )
         weights.index_add_(0, indices.pair_of_point, depth_flat[indices.ranks_depth])
-        matrix = _pair_matrix(indices, weights.to(feat.dtype), feat.shape[0])
+        matrix = torch.sparse_csr_tensor(
+            indices.pair_crow,
+            indices.pair_col,
+            weights.to(feat.dtype),
+            size=(indices.num_cells, feat.shape[0]),
+            check_invariants=False,  # built by prepare_pooling: sorted, in range
+        )
         ctx.indices, ctx.matrix = indices, matrix
         ctx.depth_numel = depth_flat.numel()
         ctx.save_for_backward(feat)
@@ -103,26 +109,13 @@ class _PairPool(torch.autograd.Function):
         grad = grad.contiguous()
         grad_depth = grad_feat = None
         if ctx.needs_input_grad[0]:
-            pattern = _pair_matrix(
-                indices, grad.new_zeros(indices.pair_col.shape[0]), feat.shape[0]
-            )
-            grad_w = torch.sparse.sampled_addmm(pattern, grad, feat.t(), beta=0.0).values()
+            # beta = 0: only the forward matrix's pattern is used, not its values
+            grad_w = torch.sparse.sampled_addmm(ctx.matrix, grad, feat.t(), beta=0.0).values()
             grad_depth = grad.new_zeros(ctx.depth_numel)
             grad_depth[indices.ranks_depth] = grad_w[indices.pair_of_point]
         if ctx.needs_input_grad[1]:
-            grad_feat = torch.sparse.mm(ctx.matrix.t(), grad).to(feat.dtype)  # (pixels, C)
+            grad_feat = torch.sparse.mm(ctx.matrix.t(), grad)  # (pixels, C)
         return grad_depth, grad_feat, None
-
-
-def _pair_matrix(indices: PoolingIndices, values: Tensor, num_pixels: int) -> Tensor:
-    """CSR (cells × pixels) matrix of the (cell, pixel) pairs with the given values (Q,)."""
-    return torch.sparse_csr_tensor(
-        indices.pair_crow,
-        indices.pair_col,
-        values,
-        size=(indices.num_cells, num_pixels),
-        check_invariants=False,  # built by prepare_pooling: sorted, in range
-    )
 
 
 def bev_pool(depth: Tensor, feat: Tensor, indices: PoolingIndices, grid: GridConfig) -> Tensor:
