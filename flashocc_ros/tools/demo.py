@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flashocc_ros.eval.metrics import MiouMetric
+from flashocc_ros.eval.metrics import MiouMetric, RangeMiou
 from flashocc_ros.runtime.factory import DEMO_WEIGHTS
 from flashocc_ros.world.dataset import WorldDataset
 
@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ds = WorldDataset(out / "data")
     by_stamp = {rec.stamp_ns: i for i, rec in enumerate(ds.keyframes)}
     metric = MiouMetric()
+    rings = RangeMiou()
     preds: dict[int, np.ndarray] = {}
     for path in sorted((out / "live" / "npz").glob("*.npz")):
         stamp = int(path.stem)
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 preds[stamp] = z["semantics"]
             labels = ds.labels(ds.keyframes[by_stamp[stamp]])
             metric.add(preds[stamp], labels.semantics, labels.mask_camera)
+            rings.add(preds[stamp], labels.semantics, labels.mask_camera)
     if not preds:
         LOG.error("demo: the node produced no grid matching the bag's keyframes")
         return 1
@@ -151,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{100 * result.miou:.2f} %",
         *_recorded_evaluation(weights),
         result.table(),
+        rings.line(),
         "",
         "pictures (ground truth | prediction):",
         *[f"  {p}" for p in pictures],

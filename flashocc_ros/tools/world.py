@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from flashocc_ros.config import ConfigError, GridConfig
 from flashocc_ros.eval import visualize as vis
-from flashocc_ros.eval.metrics import MiouMetric
+from flashocc_ros.eval.metrics import MiouMetric, RangeMiou
 from flashocc_ros.eval.sources import SourceError, match, read_ground_truth, read_predictions
 from flashocc_ros.rig import nuscenes_like_rig
 from flashocc_ros.world.bag import BagWriter
@@ -101,11 +101,16 @@ def _evaluate(a: argparse.Namespace) -> None:
     if not pairs:
         raise UsageError(f"no prediction in {a.pred} matches a ground-truth keyframe in {a.gt}")
     metric = MiouMetric()
+    rings = RangeMiou()
     for _, p, g, m in tqdm(pairs, unit="frame", desc="evaluate"):
         if p.shape != g.shape:
             raise UsageError(f"prediction shape {p.shape} != ground truth {g.shape} (X, Y, Z)")
         metric.add(p, g, m)
+        if g.shape == rings.shape:
+            rings.add(p, g, m)
     sys.stdout.write(metric.result().table() + "\n")
+    if rings.metrics[0].num_frames:
+        sys.stdout.write(rings.line() + "\n")
 
 
 def _render(a: argparse.Namespace) -> None:

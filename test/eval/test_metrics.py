@@ -1,4 +1,5 @@
-"""Occ3D mIoU: identity, all-free and a one-voxel shift checked against an independent count."""
+"""Occ3D mIoU: identity, all-free and a one-voxel shift checked against an independent count;
+precision, recall and the most frequent miss; the mIoU by distance ring."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 
 from flashocc_ros.classes import FREE_LABEL
 from flashocc_ros.config import GridConfig
-from flashocc_ros.eval.metrics import MiouMetric
+from flashocc_ros.eval.metrics import MiouMetric, RangeMiou
 from flashocc_ros.rig import nuscenes_like_rig
 from flashocc_ros.world.ground_truth import GroundTruthMaker
 from flashocc_ros.world.scene import generate_scene
@@ -84,3 +85,93 @@ def test_confusion_counts_only_masked_voxels() -> None:
 def test_shape_mismatch_names_axes() -> None:
     with pytest.raises(ValueError, match="X, Y, Z"):
         MiouMetric().add(np.zeros((2, 2, 2)), np.zeros((2, 2, 3)), np.ones((2, 2, 3), bool))
+
+
+def test_precision_recall_and_misses_match_independent_counts(
+    frames: list[tuple[np.ndarray, np.ndarray]],
+) -> None:
+    preds = [np.roll(g, 2, axis=1) for g, _ in frames]  # two voxels along y
+    metric = MiouMetric()
+    for (g, m), p in zip(frames, preds, strict=True):
+        metric.add(p, g, m)
+    res = metric.result()
+    prec, rec = res.precision(), res.recall()
+    checked = 0
+    for c in range(17):
+        gm = np.concatenate([g[m] for g, m in frames])
+        pm = np.concatenate([p[m] for (_, m), p in zip(frames, preds, strict=True)])
+        n_gt, n_pred = int((gm == c).sum()), int((pm == c).sum())
+        tp = int(((gm == c) & (pm == c)).sum())
+        if n_gt == 0:
+            assert np.isnan(rec[c]) and res.missed_as(c) is None
+            continue
+        checked += 1
+        assert rec[c] == pytest.approx(tp / n_gt)
+        assert prec[c] == pytest.approx(tp / n_pred) if n_pred else np.isnan(prec[c])
+        wrong = pm[(gm == c) & (pm != c)]
+        miss = res.missed_as(c)
+        if wrong.size == 0:
+            assert miss is None
+        else:
+            counts = np.bincount(wrong, minlength=18)
+            assert miss is not None
+            assert counts[miss[0]] == counts.max()
+            assert miss[1] == pytest.approx(counts.max() / n_gt)
+    assert checked >= 5
+
+
+def test_table_names_the_most_frequent_miss() -> None:
+    g = np.full((4, 1, 1), FREE_LABEL, np.uint8)
+    g[:3] = 4  # three car voxels: one found, two predicted free
+    p = np.full_like(g, FREE_LABEL)
+    p[0] = 4
+    p[3] = 4  # one false positive
+    metric = MiouMetric()
+    metric.add(p, g, np.ones_like(g, dtype=bool))
+    res = metric.result()
+    assert res.recall()[4] == pytest.approx(1 / 3)
+    assert res.precision()[4] == pytest.approx(1 / 2)
+    assert res.missed_as(4) == (FREE_LABEL, pytest.approx(2 / 3))
+    car_line = next(line for line in res.table().splitlines() if line.startswith("car "))
+    assert car_line.split() == ["car", "25.00", "50.00", "33.33", "free", "66.7"]
+
+
+def test_range_rings_split_the_whole_grid(frames: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    preds = [np.roll(g, 1, axis=0) for g, _ in frames]
+    whole, rings = MiouMetric(), RangeMiou()
+    for (g, m), p in zip(frames, preds, strict=True):
+        whole.add(p, g, m)
+        rings.add(p, g, m)
+    results = rings.results()
+    labels = [label for label, _ in results]
+    assert labels == ["0-10 m", "10-20 m", "20-30 m", "30-40 m", ">= 40 m"]
+    total = sum(r.confusion for _, r in results)
+    np.testing.assert_array_equal(total, whole.result().confusion)
+    assert all(r.num_frames == 2 for _, r in results)
+    assert "0-10 m" in rings.line() and "% of voxels" in rings.line()
+
+
+def test_range_ring_of_a_voxel_is_its_column_distance() -> None:
+    grid = GridConfig()
+    g = np.full(grid.shape, FREE_LABEL, np.uint8)
+    mask = np.zeros(grid.shape, bool)
+    # voxel column (i, j): centre x = -40 + 0.4 i + 0.2, y likewise
+    for i, j, ring in ((100, 100, 0), (100 + 37, 100, 1), (100, 100 - 60, 2), (199, 199, 4)):
+        g[i, j, 3] = 4
+        mask[i, j, 3] = True
+        x, y = -40 + 0.4 * i + 0.2, -40 + 0.4 * j + 0.2
+        rings = RangeMiou(grid)
+        rings.add(g, g, mask)
+        counts = [int(r.confusion[4, 4]) for _, r in rings.results()]
+        assert counts.index(1) == ring, (x, y, np.hypot(x, y))
+        g[i, j, 3] = FREE_LABEL
+        mask[i, j, 3] = False
+
+
+def test_range_rings_reject_bad_edges_and_grids() -> None:
+    with pytest.raises(ValueError, match="start at 0"):
+        RangeMiou(edges=(5.0, 10.0))
+    with pytest.raises(ValueError, match="increase"):
+        RangeMiou(edges=(0.0, 20.0, 10.0))
+    with pytest.raises(ValueError, match="X, Y, Z"):
+        RangeMiou().add(*(np.zeros((2, 2, 2), np.uint8),) * 2, np.ones((2, 2, 2), bool))
