@@ -111,7 +111,9 @@ def test_dataset_folder_and_evaluate(
         np.savez(pred / rec.scene / str(rec.token) / "pred.npz",
                  semantics=ds.labels(rec).semantics)  # fmt: skip
     assert main(["evaluate", "--gt", str(data), "--pred", str(pred)]) == 0
-    assert "100.00" in capsys.readouterr().out.splitlines()[-2]
+    lines = capsys.readouterr().out.splitlines()
+    assert next(line for line in lines if line.startswith("mIoU (0-16)")).split()[-1] == "100.00"
+    assert lines[-1].startswith("mIoU by distance from the ego: 0-10 m 100.00 %")
     assert main(["evaluate", "--gt", str(bag), "--pred", str(bag),
                  "--pred-topic", "/ground_truth/occupancy"]) == 0  # fmt: skip
     out = capsys.readouterr().out
