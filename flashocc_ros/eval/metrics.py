@@ -155,7 +155,8 @@ class RangeMiou:
         res = self.results()
         total = sum(int(r.confusion.sum()) for _, r in res) or 1
         parts = [
-            f"{label} {_pct(r.miou)} % ({100 * r.confusion.sum() / total:.0f} % of voxels)"
+            f"{label} {_pct(r.miou)}{'' if np.isnan(r.miou) else ' %'} "
+            f"({100 * r.confusion.sum() / total:.0f} % of voxels)"
             for label, r in res
         ]
         return "mIoU by distance from the ego: " + ", ".join(parts)

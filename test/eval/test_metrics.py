@@ -168,6 +168,20 @@ def test_range_ring_of_a_voxel_is_its_column_distance() -> None:
         mask[i, j, 3] = False
 
 
+def test_range_line_says_n_a_for_an_empty_ring() -> None:
+    g = np.full(GridConfig().shape, FREE_LABEL, np.uint8)
+    g[100, 100, 3] = 4  # one car voxel next to the ego, nothing scored beyond 10 m
+    mask = np.zeros(g.shape, bool)
+    mask[100, 100, 3] = True
+    rings = RangeMiou()
+    rings.add(g, g, mask)
+    assert rings.line() == (
+        "mIoU by distance from the ego: 0-10 m 100.00 % (100 % of voxels), "
+        "10-20 m n/a (0 % of voxels), 20-30 m n/a (0 % of voxels), "
+        "30-40 m n/a (0 % of voxels), >= 40 m n/a (0 % of voxels)"
+    )
+
+
 def test_range_rings_reject_bad_edges_and_grids() -> None:
     with pytest.raises(ValueError, match="start at 0"):
         RangeMiou(edges=(5.0, 10.0))
