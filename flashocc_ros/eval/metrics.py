@@ -147,6 +147,11 @@ class RangeMiou:
         for cols, metric in zip(self.columns, self.metrics, strict=True):
             metric.add(pred, gt, m & cols[:, :, None])
 
+    @property
+    def num_frames(self) -> int:
+        """Frames added so far."""
+        return self.metrics[0].num_frames
+
     def results(self) -> list[tuple[str, MiouResult]]:
         return [(label, m.result()) for label, m in zip(self.labels, self.metrics, strict=True)]
 

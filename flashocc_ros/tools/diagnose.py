@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         net, cfg = load_flashocc(args.weights)
-        probe = OccupancyDataset(args.data, cfg, train=False)
-        data = OccupancyDataset(args.data, cfg, train=False, with_depth=probe.has_depth)
+        data = OccupancyDataset(args.data, cfg, train=False)
+        data.with_depth = data.has_depth  # the depth half only where the folder has depth maps
         result = diagnose(net, data, args.frames, args.bf16)
     except (ValueError, OSError) as err:  # CheckpointError, DatasetError, a 4D model
         sys.stderr.write(f"error: {err}\n")

@@ -109,7 +109,7 @@ def _evaluate(a: argparse.Namespace) -> None:
         if g.shape == rings.shape:
             rings.add(p, g, m)
     sys.stdout.write(metric.result().table() + "\n")
-    if rings.metrics[0].num_frames:
+    if rings.num_frames:
         sys.stdout.write(rings.line() + "\n")
 
 
