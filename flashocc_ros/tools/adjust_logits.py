@@ -43,7 +43,9 @@ def _taus(text: str) -> tuple[float, ...]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flashocc-adjust-logits", description=__doc__)
     parser.add_argument("--weights", type=Path, required=True)
-    parser.add_argument("--train", type=Path, required=True, help="training dataset folder")
+    parser.add_argument(
+        "--train", type=Path, nargs="+", required=True, help="training dataset folder(s)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="adjusted .safetensors")
     parser.add_argument("--record", type=Path, help="train_record.json to extend")
     parser.add_argument("--taus", type=_taus, default=DEFAULT_TAUS, help="comma separated")
@@ -74,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     record["logit_adjustment"] = {
         "command": "python -m flashocc_ros.tools.adjust_logits " + " ".join(argv or sys.argv[1:]),
         "chosen_tau": best,
-        "chosen_on": f"{len(data)} keyframes of {args.train} (training scenes), "
-        f"{min(args.frames, len(data))} scored",
+        "chosen_on": f"{len(data)} keyframes of {', '.join(map(str, args.train))} "
+        f"(training scenes), {min(args.frames, len(data))} scored",
         "training_frame_miou_by_tau": {f"{t:g}": r.miou for t, r in results.items()},
         "class_voxel_counts": {n: int(c) for n, c in zip(CLASS_NAMES, counts, strict=True)},
     }

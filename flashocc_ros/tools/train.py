@@ -32,7 +32,10 @@ class UsageError(ValueError):
 def _parser() -> argparse.ArgumentParser:
     d = TrainConfig.__dataclass_fields__
     p = argparse.ArgumentParser(prog="python -m flashocc_ros.tools.train", description=__doc__)
-    p.add_argument("--train", type=Path, required=True, help="training dataset folder")
+    p.add_argument(
+        "--train", type=Path, nargs="+", required=True,
+        help="training dataset folder(s); several are read as one (same grid and rig)",
+    )  # fmt: skip
     p.add_argument("--val", type=Path, help="held-out dataset folder for mIoU (optional)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--model-config", default="demo", help="preset name or YAML (default demo)")
@@ -73,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(a: argparse.Namespace) -> TrainConfig:
-    for name, folder in (("--train", a.train), ("--val", a.val)):
+    for name, folder in [("--train", f) for f in a.train] + [("--val", a.val)]:
         if folder is not None and not (folder / "world.json").is_file():
             raise UsageError(f"{name} {folder} is not a dataset folder (no world.json)")
     load_model_config(a.model_config)  # ConfigError for an unknown preset
@@ -84,7 +87,7 @@ def _config(a: argparse.Namespace) -> TrainConfig:
     if a.init_weights is not None and not a.init_weights.is_file():
         raise UsageError(f"--init-weights {a.init_weights} does not exist")
     return TrainConfig(
-        train_dir=a.train, out_dir=a.out, val_dir=a.val, model_config=a.model_config,
+        train_dirs=tuple(a.train), out_dir=a.out, val_dir=a.val, model_config=a.model_config,
         steps=a.steps, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
         weight_decay=a.weight_decay, warmup_steps=a.warmup_steps, min_lr_ratio=a.min_lr_ratio,
         grad_clip=a.grad_clip, depth_weight=a.depth_weight, augment=not a.no_augment,

@@ -13,7 +13,7 @@ resumed or distributed run sees exactly the same samples.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,21 +97,23 @@ class OccupancyDataset(Dataset[dict[str, Tensor]]):
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | Path | Sequence[str | Path],
         cfg: ModelConfig,
         train: bool,
         seed: int = 0,
         with_depth: bool = False,
         augment: bool = True,
     ) -> None:
-        self.data = WorldDataset(root)
+        roots = (root,) if isinstance(root, str | Path) else tuple(root)
+        self.data = WorldDataset(*roots)
+        where = ", ".join(str(r) for r in roots)
         self.cfg = cfg
         self.train = train
         self.seed = seed
         self.with_depth = with_depth
         self.augment = augment and train
         if len(self.data) == 0:
-            raise DatasetError(f"{root} holds no keyframes")
+            raise DatasetError(f"{where} holds no keyframes")
         names = tuple(self.data.rig.names)
         if names != tuple(cfg.camera_names):
             raise DatasetError(
@@ -122,12 +124,12 @@ class OccupancyDataset(Dataset[dict[str, Tensor]]):
                 f"X, Y, Z: dataset grid {self.data.grid.shape} != model grid {cfg.grid.shape}"
             )
         if with_depth and not self.has_depth:
-            raise DatasetError(f"{root} stores no depth maps (generate with --depth)")
+            raise DatasetError(f"{where} stores no depth maps (generate with --depth)")
 
     @property
     def has_depth(self) -> bool:
-        """True when every camera of the first keyframe has a stored depth map."""
-        return all(c.depth_path is not None for c in self.data.keyframes[0].cams)
+        """True when every camera of every keyframe has a stored depth map."""
+        return all(c.depth_path is not None for k in self.data.keyframes for c in k.cams)
 
     def __len__(self) -> int:
         return len(self.data)

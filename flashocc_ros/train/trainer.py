@@ -76,7 +76,7 @@ warnings.filterwarnings("ignore", message="Grad strides do not match bucket view
 class TrainConfig:
     """Everything one training run depends on (also written to the train record)."""
 
-    train_dir: Path  # dataset folder (docs/dataset_format.md) with labels (+ depth maps)
+    train_dirs: tuple[Path, ...]  # dataset folders (docs/dataset_format.md), read as one
     out_dir: Path  # output folder (checkpoints, final weights, record)
     val_dir: Path | None = None  # held-out dataset folder for mIoU; None = no evaluation
     model_config: str = "demo"  # preset name or YAML path (flashocc_ros.config)
@@ -106,6 +106,8 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
 
     def __post_init__(self) -> None:
+        if not self.train_dirs:
+            raise ConfigError("give at least one training dataset folder")
         if (self.steps is None) == (self.epochs is None):
             raise ConfigError("give exactly one of steps or epochs")
         for name in ("steps", "epochs", "batch_size"):
@@ -123,9 +125,13 @@ class TrainConfig:
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()
-        }
+        """JSON-ready: paths as strings, `train_dirs` as a list of strings."""
+        out: dict[str, Any] = {}
+        for k, v in dataclasses.asdict(self).items():
+            if isinstance(v, tuple):
+                v = [str(x) for x in v]
+            out[k] = str(v) if isinstance(v, Path) else v
+        return out
 
 
 @dataclass(frozen=True)
@@ -333,7 +339,7 @@ def _train(cfg: TrainConfig, dd: Dist, command: str, t_start: float) -> TrainRes
     random.seed(cfg.seed)
     with_depth = cfg.depth_weight > 0
     train_set = OccupancyDataset(
-        cfg.train_dir, model_cfg, True, cfg.seed, with_depth=with_depth, augment=cfg.augment
+        cfg.train_dirs, model_cfg, True, cfg.seed, with_depth=with_depth, augment=cfg.augment
     )
     val_set = OccupancyDataset(cfg.val_dir, model_cfg, False, cfg.seed) if cfg.val_dir else None
     sampler: DistributedSampler[Any] = DistributedSampler(

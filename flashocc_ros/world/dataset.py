@@ -44,6 +44,7 @@ class FrameRecord:
     frame: int
     token: str | None  # keyframe token, None for sweeps
     cams: tuple[CameraFrame, ...]  # rig order
+    folder: Path  # the dataset folder the frame belongs to
 
     @property
     def is_keyframe(self) -> bool:
@@ -155,37 +156,34 @@ class DatasetWriter:
 
 
 class WorldDataset:
-    """Reads a dataset folder. Keyframes are indexed 0 … len-1 in scene order."""
+    """Reads one or more dataset folders as one. Keyframes are indexed 0 … len-1 in scene order,
+    folder after folder; the folders must share the grid and the camera rig, and a scene name
+    may appear in only one of them."""
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        index_path = self.root / INDEX_FILE
-        try:
-            index = json.loads(index_path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise DatasetError(
-                f"{self.root} is not a world dataset (cannot read {INDEX_FILE})"
-            ) from err
-        if index.get("version") != FORMAT_VERSION:
-            raise DatasetError(f"{index_path}: unsupported version {index.get('version')}")
-        self.grid = GridConfig(**index["grid"])
-        self.rig: CameraRig = rig_from_dict(index["rig"])
+    def __init__(self, *roots: str | Path) -> None:
+        if not roots:
+            raise DatasetError("no dataset folder given")
+        self.roots = tuple(Path(r) for r in roots)
+        indexes = [_read_index(root) for root in self.roots]
+        self.grid: GridConfig = indexes[0][0]
+        self.rig: CameraRig = indexes[0][1]
         self.frames: list[FrameRecord] = []
-        for sc in index["scenes"]:
-            for fr in sc["frames"]:
-                cams = tuple(
-                    CameraFrame(
-                        c["camera"],
-                        int(c["stamp_ns"]),
-                        self.root / c["file"],
-                        np.array(c["ego_pose"], dtype=np.float64),
-                        self.root / c["depth_file"] if "depth_file" in c else None,
+        self.scenes: list[str] = []
+        first_seen: dict[str, Path] = {}
+        for root, (grid, rig, scenes) in zip(self.roots, indexes, strict=True):
+            if grid != self.grid:
+                raise DatasetError(f"{root}: grid {grid} differs from {self.roots[0]}'s")
+            if rig.to_dict() != self.rig.to_dict():
+                raise DatasetError(f"{root}: camera rig differs from {self.roots[0]}'s")
+            for sc in scenes:
+                if sc["name"] in first_seen:
+                    raise DatasetError(
+                        f"scene {sc['name']} is in both {first_seen[sc['name']]} and {root}"
                     )
-                    for c in fr["cams"]
-                )
-                self.frames.append(FrameRecord(sc["name"], int(fr["frame"]), fr["token"], cams))
+                first_seen[sc["name"]] = root
+                self.scenes.append(sc["name"])
+                self.frames.extend(_frame_record(root, sc["name"], fr) for fr in sc["frames"])
         self.keyframes = [f for f in self.frames if f.is_keyframe]
-        self.scenes = [sc["name"] for sc in index["scenes"]]
 
     def __len__(self) -> int:
         return len(self.keyframes)
@@ -193,7 +191,7 @@ class WorldDataset:
     def labels_path(self, record: FrameRecord) -> Path:
         if record.token is None:
             raise DatasetError(f"frame {record.frame} of {record.scene} is not a keyframe")
-        return self.root / "gts" / record.scene / record.token / "labels.npz"
+        return record.folder / "gts" / record.scene / record.token / "labels.npz"
 
     def labels(self, record: FrameRecord) -> OccupancyLabels:
         return OccupancyLabels.load(self.labels_path(record))
@@ -239,3 +237,29 @@ class WorldDataset:
             s2k,
             self.labels(rec),
         )
+
+
+def _read_index(root: Path) -> tuple[GridConfig, CameraRig, list[dict[str, Any]]]:
+    """A folder's index: (grid, rig, scene entries)."""
+    index_path = root / INDEX_FILE
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DatasetError(f"{root} is not a world dataset (cannot read {INDEX_FILE})") from err
+    if index.get("version") != FORMAT_VERSION:
+        raise DatasetError(f"{index_path}: unsupported version {index.get('version')}")
+    return GridConfig(**index["grid"]), rig_from_dict(index["rig"]), list(index["scenes"])
+
+
+def _frame_record(root: Path, scene: str, fr: dict[str, Any]) -> FrameRecord:
+    cams = tuple(
+        CameraFrame(
+            c["camera"],
+            int(c["stamp_ns"]),
+            root / c["file"],
+            np.array(c["ego_pose"], dtype=np.float64),
+            root / c["depth_file"] if "depth_file" in c else None,
+        )
+        for c in fr["cams"]
+    )
+    return FrameRecord(scene, int(fr["frame"]), fr["token"], cams, root)

@@ -1,9 +1,12 @@
-"""Training samples: BEV flip sign convention, label flips, augmented calibration, depth maps.
-In: random points / the tiny generated dataset. Out: assertions.
+"""Training samples: BEV flip sign convention, label flips, augmented calibration, depth maps,
+several dataset folders read as one.
+In: random points / the tiny generated datasets. Out: assertions.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,7 @@ import torch
 from flashocc_ros.config import GridConfig, model_config
 from flashocc_ros.model.geometry import lift_to_ego
 from flashocc_ros.train.data import BevAug, OccupancyDataset, batch_calibration
-from flashocc_ros.world.dataset import WorldDataset
+from flashocc_ros.world.dataset import DatasetError, WorldDataset
 
 TINY = model_config("tiny")
 
@@ -84,3 +87,47 @@ def test_eval_items_use_test_geometry(tiny_data: Path) -> None:
     # 176 -> 176 wide: scale 1, bottom crop of 99 - 64 = 35 rows.
     assert torch.allclose(calib.post_tran[0, 0], torch.tensor([0.0, -35.0, 0.0]))
     assert "depth" not in batch
+
+
+def test_several_folders_read_as_one(tiny_data: Path, tiny_data_b: Path) -> None:
+    a, b = WorldDataset(tiny_data), WorldDataset(tiny_data_b)
+    both = WorldDataset(tiny_data, tiny_data_b)
+    assert len(both) == len(a) + len(b) == 4
+    assert both.scenes == a.scenes + b.scenes and a.scenes != b.scenes
+    for i in range(len(b)):  # b's keyframes follow a's, read from b's folder
+        rec = both.keyframes[len(a) + i]
+        assert both.labels_path(rec) == b.labels_path(b.keyframes[i])
+        assert str(both.labels_path(rec)).startswith(str(tiny_data_b))
+        mine, theirs = both.sample(len(a) + i), b.sample(i)
+        assert mine.token == theirs.token and np.array_equal(mine.images, theirs.images)
+        assert mine.labels is not None and theirs.labels is not None
+        assert np.array_equal(mine.labels.semantics, theirs.labels.semantics)
+    items = OccupancyDataset([tiny_data, tiny_data_b], TINY, train=False)
+    alone = OccupancyDataset(tiny_data_b, TINY, train=False)
+    for key in ("images", "semantics", "mask_camera", "camera_to_ego"):
+        assert torch.equal(items[3][key], alone[1][key])
+
+
+def test_folders_that_do_not_fit_together_are_refused(
+    tiny_data: Path, tiny_data_b: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(DatasetError, match="is in both"):
+        WorldDataset(tiny_data, tiny_data)
+    with pytest.raises(DatasetError, match="stores no depth maps"):
+        OccupancyDataset([tiny_data, tiny_data_b], TINY, train=True, with_depth=True)
+    with pytest.raises(DatasetError, match="no dataset folder"):
+        WorldDataset()
+    index = json.loads((tiny_data_b / "world.json").read_text())
+    changes = {
+        "grid": lambda ix: ix["grid"].update(voxel_size=0.8),
+        "camera rig": lambda ix: ix["rig"]["cameras"][0].update(fx=1.0),
+    }
+    for what, change in changes.items():
+        edited = copy.deepcopy(index)
+        change(edited)
+        folder = tmp_path / what.replace(" ", "_")
+        folder.mkdir()
+        (folder / "world.json").write_text(json.dumps(edited))
+        WorldDataset(folder)  # fine alone
+        with pytest.raises(DatasetError, match=what):
+            WorldDataset(tiny_data, folder)

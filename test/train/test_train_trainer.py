@@ -23,7 +23,7 @@ from flashocc_ros.world.dataset import WorldDataset
 
 def _cfg(data: Path, out: Path, **changes: object) -> TrainConfig:
     base: dict[str, object] = {
-        "train_dir": data,
+        "train_dirs": (data,),
         "out_dir": out,
         "model_config": "tiny",
         "steps": 4,
@@ -113,3 +113,13 @@ def test_cli_mistakes_exit_2_with_one_line(
     assert main(args + extra) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
+
+
+def test_cli_trains_on_several_folders(tiny_data: Path, tiny_data_b: Path, tmp_path: Path) -> None:
+    out = tmp_path / "two"
+    args = ["--train", str(tiny_data), str(tiny_data_b), "--out", str(out), "--model-config",
+            "tiny", "--steps", "2", "--depth-weight", "0", "--warmup-steps", "1"]  # fmt: skip
+    assert main(args) == 0
+    record = json.loads((out / "train_record.json").read_text())
+    assert record["train_keyframes"] == 4 and record["train_scenes"] == 2
+    assert record["config"]["train_dirs"] == [str(tiny_data), str(tiny_data_b)]
