@@ -9,9 +9,10 @@ image). A `bgr8` ROS image therefore goes in unswapped.
 `preprocess_images` is the plain reference (resize the whole image, then crop, one image after
 the other). `preprocess_images_fast` is what the node runs on the CPU: Pillow resamples only
 the source region that lands inside the crop (`resize(box=...)`, about 35 % less work at the
-official 256×704 crop) and the N images are resampled in parallel threads (Pillow releases the
-GIL). Pillow's fixed-point rounding for a box differs from the full resize by at most one grey
-level on a few pixels in a hundred thousand (test/model/test_preprocess_fast.py).
+official 256×704 crop) and the N images are resampled and normalised in parallel threads
+(Pillow and numpy release the GIL; the normalisation is bit-identical to `normalize`).
+Pillow's fixed-point rounding for a box differs from the full resize by at most one grey level
+on a few pixels in a hundred thousand (test/model/test_preprocess_fast.py).
 """
 
 from __future__ import annotations
@@ -206,13 +207,32 @@ def _preprocess(
     if len(augs) != len(images):
         raise ValueError(f"N: {len(images)} images but {len(augs)} augmentations")
     if fast:
-        out = np.stack(list(_pool().map(apply_aug_boxed, images, augs)))
+        h, w = input_hw
+        planes = np.empty((len(images), 3, h, w), dtype=np.float32)
+        list(_pool().map(_resample_normalize_into, images, augs, planes))
+        normalized = torch.from_numpy(planes)
     else:
         out = np.stack([apply_aug(img, aug) for img, aug in zip(images, augs, strict=True)])
+        normalized = normalize(out)
     mats = [aug.matrices() for aug in augs]
     post_rot = torch.tensor(np.stack([m[0] for m in mats]), dtype=torch.float32)
     post_tran = torch.tensor(np.stack([m[1] for m in mats]), dtype=torch.float32)
-    return Preprocessed(normalize(out), post_rot, post_tran)
+    return Preprocessed(normalized, post_rot, post_tran)
+
+
+_MEAN_PLANES = np.asarray(MEAN, dtype=np.float32)[:, None, None]
+_STD_PLANES = np.asarray(STD, dtype=np.float32)[:, None, None]
+
+
+def _resample_normalize_into(image: np.ndarray, aug: ImageAug, out: np.ndarray) -> None:
+    """`apply_aug_boxed` then `normalize` of one image, written into `out` (3, h, w) float32.
+    The same float32 subtract and divide as `normalize`, so bit-identical to it, but run in
+    the worker thread (numpy releases the GIL) and without torch's per-op dispatch."""
+    small = apply_aug_boxed(image, aug)
+    if small.shape[:2] != out.shape[1:]:
+        raise ValueError(f"h, w: augmented image {small.shape[:2]} != input {out.shape[1:]}")
+    np.subtract(small.transpose(2, 0, 1), _MEAN_PLANES, out=out, dtype=np.float32)
+    np.divide(out, _STD_PLANES, out=out)
 
 
 def rig_calibration(rig: CameraRig, input_hw: tuple[int, int]) -> Calibration:

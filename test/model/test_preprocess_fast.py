@@ -15,6 +15,8 @@ from flashocc_ros.model.preprocess import (
     ImageAug,
     apply_aug,
     apply_aug_boxed,
+    inference_aug,
+    normalize,
     preprocess_images,
     preprocess_images_fast,
     sample_train_aug,
@@ -68,3 +70,13 @@ def test_fast_labels_equal_argmax_including_ties() -> None:
     bf16 = torch.randn(10, 10, 4, 18, generator=gen).to(torch.bfloat16)
     labels, _ = labels_from_logits(bf16, with_confidence=False)
     np.testing.assert_array_equal(labels, bf16.float().argmax(-1).to(torch.uint8).numpy())
+
+
+def test_fast_normalisation_is_bit_identical_to_normalize() -> None:
+    """Same resampled pixels in, the threaded numpy normalisation equals `normalize` exactly."""
+    images = _images(6, 396, 704, seed=2)
+    fast = preprocess_images_fast(images, (128, 352))
+    aug = inference_aug((396, 704), (128, 352))
+    resampled = np.stack([apply_aug_boxed(img, aug) for img in images])
+    assert fast.images.dtype == torch.float32 and fast.images.is_contiguous()
+    torch.testing.assert_close(fast.images, normalize(resampled), rtol=0, atol=0)
