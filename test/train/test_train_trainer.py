@@ -115,8 +115,14 @@ def test_cli_mistakes_exit_2_with_one_line(
     assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
 
 
-def test_cli_trains_on_several_folders(tiny_data: Path, tiny_data_b: Path, tmp_path: Path) -> None:
+def test_cli_trains_on_several_folders(
+    tiny_data: Path, tiny_data_b: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "two"
+    same = ["--train", str(tiny_data), str(tiny_data), "--out", str(out), "--steps", "1"]
+    assert main(same) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is in both" in err[0], err
     args = ["--train", str(tiny_data), str(tiny_data_b), "--out", str(out), "--model-config",
             "tiny", "--steps", "2", "--depth-weight", "0", "--warmup-steps", "1"]  # fmt: skip
     assert main(args) == 0
