@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from flashocc_ros.config import ModelConfig
 from flashocc_ros.model.depth_net import mlp_input
-from flashocc_ros.model.flashocc import FlashOCC, StereoInput
+from flashocc_ros.model.flashocc import FlashOCC
 from flashocc_ros.model.geometry import Calibration, LiftGeometry, create_frustum
 from flashocc_ros.model.stereo import stereo_grid
 from flashocc_ros.model.view_transformer import STEREO_DOWNSAMPLE, splat
@@ -118,26 +118,45 @@ def forward_stereo4d(model: FlashOCC, frames: Sequence[TemporalFrame]) -> Tensor
     t−2 only gives a stereo feature; t−1 and t run the full image network, each with the key
     frame's extrinsic in the DepthNet input and lifted with its own poses into the key ego.
     """
+    return forward_stereo4d_train(model, frames)[0]
+
+
+def forward_stereo4d_train(
+    model: FlashOCC, frames: Sequence[TemporalFrame]
+) -> tuple[Tensor, Tensor]:
+    """`forward_stereo4d` with the official training semantics, also returning the key frame's
+    depth logits (B, N, D, fH, fW) for the depth loss: the older frames (t−1, t−2) run under
+    no_grad, as `BEVStereo4D.extract_img_feat` runs them, and so do the cost volumes
+    (`DepthNet.calculate_cost_volumn`); gradients reach the weights through frame t only.
+    """
     if len(frames) != 3:
         raise ValueError(f"T: forward_stereo4d needs frames (t, t-1, t-2), got {len(frames)}")
     key = frames[0]
     key_ext = camera_to_keyego(key.ego_to_global, key.calib, key.ego_to_global)
-    prev_stereo = model.stereo_feature(frames[2].images)
+    vt = model.img_view_transformer
+    with torch.no_grad():
+        prev_stereo = model.stereo_feature(frames[2].images)
     bevs = []
+    depth_logits = torch.empty(0)
     for fid in (1, 0):
         f, older = frames[fid], frames[fid + 1]
-        features = model.encode_images(f.images)
-        assert features.stereo is not None
-        k2s = curr_to_adj(f.calib, f.ego_to_global, older.calib, older.ego_to_global)
-        stereo = StereoInput(prev_stereo, k2s.to(f.images), key_ext.to(f.images))
-        ext = camera_to_keyego(key.ego_to_global, f.calib, f.ego_to_global)
-        depth, context = model.depth_context(features, f.calib, stereo)
-        vt = model.img_view_transformer
-        geom = vt.geometry if fid == 0 else vt.prev_geometry
-        bev = vt.splat(depth, context, geom.indices(_with_extrinsic(f.calib, ext)))
-        bevs.append(model.frame_bev(bev))
-        prev_stereo = features.stereo
-    return model.bev_to_logits(torch.cat(bevs, dim=1))  # [BEV(t−1), BEV(t)] on channels
+        with torch.set_grad_enabled(torch.is_grad_enabled() and fid == 0):
+            features = model.encode_images(f.images)
+            assert features.stereo is not None
+            k2s = curr_to_adj(f.calib, f.ego_to_global, older.calib, older.ego_to_global)
+            with torch.no_grad():
+                cost = vt.stereo_cost(prev_stereo, features.stereo, k2s.to(f.images), f.calib)
+            depth_logits, context = vt.depth_logits_context(
+                features.feat, f.calib, key_ext.to(f.images), cost
+            )
+            ext = camera_to_keyego(key.ego_to_global, f.calib, f.ego_to_global)
+            geom = vt.geometry if fid == 0 else vt.prev_geometry
+            depth = depth_logits.float().softmax(dim=2)  # as vt.depth_context
+            bev = vt.splat(depth, context, geom.indices(_with_extrinsic(f.calib, ext)))
+            bevs.append(model.frame_bev(bev))
+        prev_stereo = features.stereo.detach()
+    logits = model.bev_to_logits(torch.cat(bevs, dim=1))  # [BEV(t−1), BEV(t)] on channels
+    return logits, depth_logits
 
 
 class ImageStep(NamedTuple):

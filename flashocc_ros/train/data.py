@@ -14,7 +14,7 @@ resumed or distributed run sees exactly the same samples.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from flashocc_ros.config import ModelConfig
+from flashocc_ros.config import ConfigError, ModelConfig
+from flashocc_ros.model.flashocc import FlashOCC
 from flashocc_ros.model.geometry import Calibration
 from flashocc_ros.model.preprocess import (
     ImageAug,
@@ -32,6 +33,7 @@ from flashocc_ros.model.preprocess import (
     normalize,
     sample_train_aug,
 )
+from flashocc_ros.model.temporal import TemporalFrame, forward_stereo4d
 from flashocc_ros.world.dataset import DatasetError, WorldDataset
 
 #: A sample key: (epoch, keyframe index). The epoch only seeds the augmentation.
@@ -93,6 +95,13 @@ class OccupancyDataset(Dataset[dict[str, Tensor]]):
     post_rot (N, 3, 3); post_tran (N, 3); bda (3, 3); semantics (X, Y, Z) int64;
     mask_camera (X, Y, Z) float32 0/1; index () int64; and with `with_depth`
     depth (N, h, w) float32 metres after the image augmentation (0 = no target).
+
+    4D-stereo configs (M2) add the older frames of FLASHOCC_SPEC.md §3.1: adj_images
+    (2, N, 3, h, w) of t−1 and t−2, the previous keyframes of the same scene (where the scene
+    has none, the key frame itself, as the official dataset does; `older_keyframes`), augmented
+    with the key frame's image augmentation; ego_poses (3, N, 4, 4) float64, E at each camera's
+    stamp for t, t−1, t−2; sensor_to_ego (N, 4, 4) the static extrinsics S. `temporal_frames`
+    turns a batch into the (t, t−1, t−2) frames of `forward_stereo4d`; depth and labels are t's.
     """
 
     def __init__(
@@ -125,6 +134,11 @@ class OccupancyDataset(Dataset[dict[str, Tensor]]):
             )
         if with_depth and not self.has_depth:
             raise DatasetError(f"{where} stores no depth maps (generate with --depth)")
+        if cfg.temporal and not (cfg.stereo and cfg.num_adj_frames == 1):
+            raise ConfigError(
+                f"model {cfg.name!r}: only the 4D-stereo layout (stereo, one adjacent frame) "
+                "has a temporal training path"
+            )
 
     @property
     def has_depth(self) -> bool:
@@ -164,6 +178,11 @@ class OccupancyDataset(Dataset[dict[str, Tensor]]):
             ),
             "index": torch.tensor(index, dtype=torch.int64),
         }
+        if self.cfg.temporal:
+            item["adj_images"], older_poses = self._older_frames(index, images, augs)
+            poses = np.concatenate([sample.ego_poses[None], older_poses])  # (3, N, 4, 4)
+            item["ego_poses"] = torch.tensor(poses, dtype=torch.float64)
+            item["sensor_to_ego"] = torch.tensor(sample.sensor_to_ego, dtype=torch.float32)
         if self.with_depth:
             depths = self.data.depths(rec)
             if depths is None:
@@ -171,6 +190,55 @@ class OccupancyDataset(Dataset[dict[str, Tensor]]):
             warped = [warp_depth(d, a, input_hw) for d, a in zip(depths, augs, strict=True)]
             item["depth"] = torch.from_numpy(np.stack(warped))  # (N, h, w)
         return item
+
+    def older_keyframes(self, index: int) -> tuple[int, int]:
+        """Keyframe indices of t−1 and t−2 for keyframe `index`: max(index − k, 0) when it is
+        in the same scene, else `index` itself (the official `get_adj_info` rule, clamp
+        included: keyframe 1 of the first scene gets t−2 = t−1 = keyframe 0)."""
+        scene = self.data.keyframes[index].scene
+        out = []
+        for k in (1, 2):
+            j = max(index - k, 0)
+            out.append(j if self.data.keyframes[j].scene == scene else index)
+        return out[0], out[1]
+
+    def _older_frames(
+        self, index: int, key_images: np.ndarray, augs: Sequence[ImageAug]
+    ) -> tuple[Tensor, np.ndarray]:
+        """adj_images (2, N, 3, h, w) and ego poses (2, N, 4, 4) float64 of t−1, t−2."""
+        frames, poses = [], []
+        for j in self.older_keyframes(index):
+            rec = self.data.keyframes[j]
+            if j == index:  # the same pixels through the same augmentation
+                frames.append(key_images)
+            else:
+                raw = self.data.images(rec)
+                frames.append(
+                    np.stack([apply_aug(im, a) for im, a in zip(raw, augs, strict=True)])
+                )
+            poses.append(np.stack([c.ego_pose for c in rec.cams]))
+        h, w = self.cfg.input_size
+        n = len(augs)
+        adj = normalize(np.concatenate(frames)).view(len(frames), n, 3, h, w)
+        return adj, np.stack(poses)
+
+
+def temporal_frames(batch: Mapping[str, Tensor]) -> list[TemporalFrame]:
+    """The (t, t−1, t−2) `TemporalFrame`s of a collated 4D-stereo batch. Older frames reuse
+    the key frame's intrinsics, image and BEV augmentation (FLASHOCC_SPEC.md §3.1)."""
+    calib = replace(batch_calibration(batch), camera_to_ego=batch["sensor_to_ego"])
+    images = [batch["images"], batch["adj_images"][:, 0], batch["adj_images"][:, 1]]
+    poses = batch["ego_poses"]  # (B, 3, N, 4, 4)
+    return [TemporalFrame(img, calib, poses[:, f]) for f, img in enumerate(images)]
+
+
+def batch_logits(net: FlashOCC, batch: Mapping[str, Tensor]) -> Tensor:
+    """Logits (B, X, Y, Z, cls) of a collated batch: the single-frame forward, or for a
+    4D-stereo model the official three-frame path over the batch's older keyframes."""
+    if net.cfg.temporal:
+        return forward_stereo4d(net, temporal_frames(batch))
+    out: Tensor = net(batch["images"], batch_calibration(batch))
+    return out
 
 
 def class_counts(data: WorldDataset, num_classes: int) -> np.ndarray:
@@ -214,6 +282,8 @@ __all__ = [
     "OccupancyDataset",
     "SampleKey",
     "batch_calibration",
+    "batch_logits",
     "sample_bev_aug",
+    "temporal_frames",
     "warp_depth",
 ]

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from flashocc_ros.eval.metrics import MiouMetric, MiouResult
 from flashocc_ros.model.flashocc import FlashOCC
-from flashocc_ros.train.data import OccupancyDataset, batch_calibration
+from flashocc_ros.train.data import OccupancyDataset, batch_logits
 
 
 def class_log_prior(counts: np.ndarray) -> Tensor:
@@ -66,7 +66,7 @@ def sweep_logit_adjustment(
         item = dataset[int(i)]
         batch = {k: v[None] for k, v in item.items()}
         with ctx:
-            logits = net(batch["images"], batch_calibration(batch))[0].float()
+            logits = batch_logits(net, batch)[0].float()
         gt = item["semantics"].numpy()
         mask = item["mask_camera"].numpy() > 0
         for t, metric in metrics.items():

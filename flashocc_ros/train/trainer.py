@@ -2,7 +2,8 @@
 In: a `TrainConfig` (data folders, model preset, schedule). Out: weights, trainer state, record.
 
 Official recipe (FLASHOCC_SPEC.md §1.1): AdamW (lr 1e-4, wd 1e-2), linear warm-up, grad-clip 5,
-masked occupancy CE; plus optional BEVDepth-style depth supervision. Launched by `torchrun`
+masked occupancy CE; plus optional BEVDepth-style depth supervision. Single-frame models and the
+4D-stereo model (M2: its older keyframes under no_grad, as the official). Launched by `torchrun`
 (RANK / WORLD_SIZE set) it runs DistributedDataParallel (gloo on CPU, nccl on CUDA) with a
 DistributedSampler; otherwise one process. Output folder:
 
@@ -42,7 +43,8 @@ from flashocc_ros.config import ConfigError, ModelConfig, load_model_config
 from flashocc_ros.eval.metrics import MiouMetric, MiouResult
 from flashocc_ros.model.checkpoint import load_checkpoint_into, save_flashocc
 from flashocc_ros.model.flashocc import FlashOCC, build_model
-from flashocc_ros.model.geometry import Calibration, depth_values
+from flashocc_ros.model.geometry import depth_values
+from flashocc_ros.model.temporal import forward_stereo4d_train
 from flashocc_ros.train.checkpoints import (
     STATE_FILE,
     WEIGHTS_FILE,
@@ -51,7 +53,14 @@ from flashocc_ros.train.checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
-from flashocc_ros.train.data import EpochKeys, OccupancyDataset, batch_calibration, class_counts
+from flashocc_ros.train.data import (
+    EpochKeys,
+    OccupancyDataset,
+    batch_calibration,
+    batch_logits,
+    class_counts,
+    temporal_frames,
+)
 from flashocc_ros.train.distributed import (
     Dist,
     replica_hashes,
@@ -147,21 +156,24 @@ class TrainResult:
 
 # --- model wrapper -----------------------------------------------------------------------------
 class TrainStep(nn.Module):
-    """forward(images, calib) -> (logits (B, X, Y, Z, cls), depth logits (B, N, D, fH, fW)).
+    """forward(batch) -> (logits (B, X, Y, Z, cls), depth logits (B, N, D, fH, fW) of the key
+    frame).
 
     One module call so DistributedDataParallel sees the whole graph; `net` is the FlashOCC
-    model whose weights are saved. Same stages as `FlashOCC.forward` (single frame), but the
-    depth logits are kept for the depth loss (a BCE on logits stays finite when saturated).
+    model whose weights are saved. Single-frame models: the stages of `FlashOCC.forward`, but
+    the depth logits are kept for the depth loss (a BCE on logits stays finite when saturated).
+    4D-stereo models: `forward_stereo4d_train` over the batch's (t, t−1, t−2) keyframes.
     """
 
     def __init__(self, net: FlashOCC) -> None:
         super().__init__()
-        if net.cfg.temporal or net.cfg.stereo:
-            raise ConfigError("training supports single-frame configs only (no temporal/stereo)")
         self.net = net
 
-    def forward(self, images: Tensor, calib: Calibration) -> tuple[Tensor, Tensor]:
-        features = self.net.encode_images(images)  # (B, N, C, fH, fW)
+    def forward(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        if self.net.cfg.temporal:
+            return forward_stereo4d_train(self.net, temporal_frames(batch))
+        calib = batch_calibration(batch)
+        features = self.net.encode_images(batch["images"])  # (B, N, C, fH, fW)
         vt = self.net.img_view_transformer
         depth_logits, context = vt.depth_logits_context(features.feat, calib)
         depth = depth_logits.float().softmax(dim=2)  # (B, N, D, fH, fW), as vt.depth_context
@@ -210,7 +222,7 @@ def evaluate(
     for batch in tqdm(loader, desc="eval", unit="frame", leave=False, dynamic_ncols=True):
         b = _to_device(batch, device)
         with ctx:
-            pred = net.predict(b["images"], batch_calibration(b))  # (1, X, Y, Z)
+            pred = batch_logits(net, b).argmax(dim=-1).to(torch.uint8)  # (1, X, Y, Z)
         metric.add(
             pred[0].cpu().numpy(),
             batch["semantics"][0].numpy(),
@@ -277,7 +289,7 @@ def _optimise(
 ) -> StepLosses:
     """Forward, losses, backward, clip, optimizer step for one batch."""
     with _autocast(cfg, bins.device):
-        logits, depth_logits = step_module(batch["images"], batch_calibration(batch))
+        logits, depth_logits = step_module(batch)
     loss_occ = occupancy_loss(logits, batch["semantics"], batch["mask_camera"], class_weight)
     loss = loss_occ
     loss_depth = torch.zeros((), device=bins.device)

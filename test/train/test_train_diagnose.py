@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from torch import Tensor, nn
+from tiny_config import input_sensitive
+from torch import Tensor
 
 from flashocc_ros.config import model_config
 from flashocc_ros.model.checkpoint import save_flashocc
@@ -48,15 +49,10 @@ def test_depth_accuracy_counts_exact_and_neighbour_bins() -> None:
 
 
 def _depth_sensitive_net(seed: int) -> FlashOCC:
-    """A random `tiny` model whose labels depend on its depth: at initialisation eval-mode
-    BatchNorm (running variance 1) shrinks the activations so much that the logits hardly depend
-    on the BEV at all; small running variances make them depend on it."""
+    """A random `tiny` model whose labels depend on its depth (`input_sensitive`)."""
     torch.manual_seed(seed)
     net = build_model(model_config("tiny"))
-    for m in net.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            assert m.running_var is not None
-            m.running_var.fill_(1e-2)
+    input_sensitive(net)
     return net
 
 
