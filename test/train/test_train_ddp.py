@@ -1,5 +1,6 @@
 """Two-process gloo DDP through torchrun: after a few steps both replicas hold equal weights.
-In: the tiny generated dataset. Out: assertions on the train record's per-rank hashes.
+In: the tiny generated dataset, the `tiny` and `tiny-stereo` configs.
+Out: assertions on the train record's per-rank hashes.
 """
 
 from __future__ import annotations
@@ -10,17 +11,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_two_process_gloo_ddp_keeps_replicas_identical(tiny_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("model_config", ["tiny", "tiny-stereo"])
+def test_two_process_gloo_ddp_keeps_replicas_identical(
+    tiny_data: Path, tmp_path: Path, model_config: str
+) -> None:
+    """tiny-stereo: the 4D-stereo step (older frames under no_grad) still gives every
+    parameter a gradient each step, as DDP's reducer requires."""
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "flashocc_ros.tools.train", "--train", str(tiny_data), "--out", str(out),
-        "--model-config", "tiny", "--steps", "2", "--warmup-steps", "1", "--num-workers", "0",
-        "--device", "cpu",
+        "--model-config", model_config, "--steps", "2", "--warmup-steps", "1",
+        "--num-workers", "0", "--device", "cpu",
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
