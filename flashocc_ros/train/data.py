@@ -205,17 +205,17 @@ class OccupancyDataset(Dataset[dict[str, Tensor]]):
     def _older_frames(
         self, index: int, key_images: np.ndarray, augs: Sequence[ImageAug]
     ) -> tuple[Tensor, np.ndarray]:
-        """adj_images (2, N, 3, h, w) and ego poses (2, N, 4, 4) float64 of t−1, t−2."""
+        """adj_images (2, N, 3, h, w) and ego poses (2, N, 4, 4) float64 of t−1, t−2. A keyframe
+        is read and augmented once even when it serves several slots (the key frame itself at a
+        scene start, or t−1 = t−2 after the clamp)."""
+        done = {index: key_images}  # the same pixels through the same augmentation
         frames, poses = [], []
         for j in self.older_keyframes(index):
             rec = self.data.keyframes[j]
-            if j == index:  # the same pixels through the same augmentation
-                frames.append(key_images)
-            else:
-                raw = self.data.images(rec)
-                frames.append(
-                    np.stack([apply_aug(im, a) for im, a in zip(raw, augs, strict=True)])
-                )
+            if j not in done:
+                pairs = zip(self.data.images(rec), augs, strict=True)
+                done[j] = np.stack([apply_aug(im, a) for im, a in pairs])
+            frames.append(done[j])
             poses.append(np.stack([c.ego_pose for c in rec.cams]))
         h, w = self.cfg.input_size
         n = len(augs)
