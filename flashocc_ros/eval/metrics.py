@@ -102,13 +102,18 @@ class MiouMetric:
         self.num_frames += 1
 
     def result(self) -> MiouResult:
-        cm = self.confusion.astype(np.float64)
-        tp = np.diag(cm)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            iou = tp / (cm.sum(0) + cm.sum(1) - tp)
-        occupied = iou[:FREE_LABEL]
-        miou = float(np.nanmean(occupied)) if np.isfinite(occupied).any() else float("nan")
-        return MiouResult(iou, miou, self.confusion.copy(), self.num_frames)
+        return miou_from_confusion(self.confusion.copy(), self.num_frames)
+
+
+def miou_from_confusion(confusion: np.ndarray, num_frames: int) -> MiouResult:
+    """The official per-class IoU and mIoU of a global confusion matrix (rows = ground truth)."""
+    cm = confusion.astype(np.float64)
+    tp = np.diag(cm)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = tp / (cm.sum(0) + cm.sum(1) - tp)
+    occupied = iou[:FREE_LABEL]
+    miou = float(np.nanmean(occupied)) if np.isfinite(occupied).any() else float("nan")
+    return MiouResult(iou, miou, confusion, num_frames)
 
 
 #: Edges (m) of the default distance rings of `RangeMiou`; the last ring is open (the 80 m

@@ -1,9 +1,10 @@
 """Picks and folds a post-hoc logit adjustment (flashocc_ros/train/prior.py) into trained weights.
 In: trained weights, the TRAINING dataset folder (never the held-out one), candidate taus.
-Out: adjusted weights (.safetensors) and a record JSON (the sweep, the chosen tau, the prior).
+Out: adjusted weights (.safetensors) and a record JSON (the sweep, the chosen tau, the prior,
+with `--per-class` the fitted class biases).
 
 `python -m flashocc_ros.tools.adjust_logits --weights RUN/model.safetensors --train data/train \
-    --out RUN/adjusted.safetensors [--record RUN/train_record.json] [--frames 48]`
+    --out RUN/adjusted.safetensors [--record RUN/train_record.json] [--frames 48] [--per-class]`
 The record written next to `--out` is the given training record plus a `logit_adjustment`
 entry, ready for `pack_weights --record`.
 """
@@ -21,7 +22,13 @@ import torch
 from flashocc_ros.classes import CLASS_NAMES
 from flashocc_ros.model.checkpoint import CheckpointError, load_flashocc, save_flashocc
 from flashocc_ros.train.data import OccupancyDataset, class_counts
-from flashocc_ros.train.prior import class_log_prior, fold_class_bias, sweep_logit_adjustment
+from flashocc_ros.train.prior import (
+    biased_miou,
+    class_log_prior,
+    fit_class_bias,
+    fold_class_bias,
+    visible_logits,
+)
 from flashocc_ros.world.dataset import DatasetError
 
 LOG = logging.getLogger(__name__)
@@ -51,10 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--taus", type=_taus, default=DEFAULT_TAUS, help="comma separated")
     parser.add_argument("--frames", type=int, default=48, help="training keyframes to score")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU)")
+    parser.add_argument(
+        "--per-class",
+        action="store_true",
+        help="after tau, fit each class's bias (coordinate ascent on training-frame mIoU)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="--per-class rounds over classes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.frames < 1:
-        sys.stderr.write("error: --frames must be >= 1\n")
+    if args.frames < 1 or args.rounds < 1:
+        sys.stderr.write("error: --frames and --rounds must be >= 1\n")
         return 2
     try:
         model, cfg = load_flashocc(args.weights)
@@ -66,11 +79,26 @@ def main(argv: list[str] | None = None) -> int:
     counts = class_counts(data.data, cfg.num_classes)
     prior = class_log_prior(counts)
     torch.manual_seed(0)
-    results = sweep_logit_adjustment(model, data, prior, args.taus, args.frames, args.bf16)
+    vis = visible_logits(model, data, args.frames, args.bf16)
+    results = {t: biased_miou(vis, -t * prior) for t in args.taus}
     for tau, res in results.items():
         LOG.info("tau %.2f: training-frame mIoU %.2f %%", tau, 100 * res.miou)
     best = max(results, key=lambda t: results[t].miou)
-    fold_class_bias(model, -best * prior)
+    bias, miou = -best * prior, results[best].miou
+    per_class = {}
+    if args.per_class:
+        bias, history = fit_class_bias(vis, bias, rounds=args.rounds)
+        miou = history[-1]
+        LOG.info(
+            "per-class fit: training-frame mIoU by round %s %%",
+            [round(100 * m, 2) for m in history],
+        )
+        per_class = {
+            "class_bias": {n: float(b) for n, b in zip(CLASS_NAMES, bias, strict=True)},
+            "training_frame_miou_by_round": history,
+        }
+    del vis
+    fold_class_bias(model, bias)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_flashocc(model, cfg, args.out)
     record["logit_adjustment"] = {
@@ -80,13 +108,15 @@ def main(argv: list[str] | None = None) -> int:
         f"(training scenes), {min(args.frames, len(data))} scored",
         "training_frame_miou_by_tau": {f"{t:g}": r.miou for t, r in results.items()},
         "class_voxel_counts": {n: int(c) for n, c in zip(CLASS_NAMES, counts, strict=True)},
+        **per_class,
     }
     record_path = args.out.with_suffix(".json")
     record_path.write_text(json.dumps(record, indent=1) + "\n")
     LOG.info(
-        "tau %.2f chosen (training-frame mIoU %.2f %%): %s, record %s",
+        "tau %.2f chosen%s (training-frame mIoU %.2f %%): %s, record %s",
         best,
-        100 * results[best].miou,
+        ", then per-class biases" if args.per_class else "",
+        100 * miou,
         args.out,
         record_path,
     )

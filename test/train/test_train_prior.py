@@ -1,6 +1,8 @@
 """Logit adjustment: the folded bias shifts every height's logits by exactly the class bias, the
-tau = 0 sweep equals the reference evaluator, and the CLI writes weights that carry the bias.
-In: the tiny generated dataset and the `tiny` config (random weights). Out: assertions.
+tau = 0 sweep equals the reference evaluator, the per-class fit's fast steps score exactly like the
+plain evaluation and recover a known offset, and the CLI writes weights that carry the bias.
+In: the tiny generated dataset and the `tiny` config (random weights); seeded synthetic logits.
+Out: assertions.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from flashocc_ros.model.checkpoint import load_flashocc, save_flashocc
 from flashocc_ros.model.flashocc import build_model
 from flashocc_ros.tools.adjust_logits import main
 from flashocc_ros.train.data import OccupancyDataset, batch_calibration
-from flashocc_ros.train.prior import class_log_prior, fold_class_bias, sweep_logit_adjustment
+from flashocc_ros.train.prior import (
+    VisibleLogits,
+    biased_miou,
+    class_log_prior,
+    fit_class_bias,
+    fold_class_bias,
+    visible_logits,
+)
 from flashocc_ros.train.trainer import evaluate
 
 
@@ -48,10 +57,40 @@ def test_sweep_at_tau_zero_equals_the_evaluator(tiny_data: Path) -> None:
     net = build_model(cfg)
     data = OccupancyDataset(tiny_data, cfg, train=False)
     prior = class_log_prior(np.arange(1, cfg.num_classes + 1) * 100)
-    sweep = sweep_logit_adjustment(net, data, prior, (0.0, 1.0), frames=2)
+    vis = visible_logits(net, data, frames=2)
     ref = evaluate(net, data, torch.device("cpu"))
-    np.testing.assert_array_equal(sweep[0.0].confusion, ref.confusion)
-    assert not np.array_equal(sweep[1.0].confusion, ref.confusion)
+    np.testing.assert_array_equal(biased_miou(vis, 0.0 * prior).confusion, ref.confusion)
+    assert biased_miou(vis, 0.0 * prior).num_frames == ref.num_frames == 2
+    assert not np.array_equal(biased_miou(vis, -1.0 * prior).confusion, ref.confusion)
+
+
+def _synthetic_logits(offset: float) -> VisibleLogits:
+    """Noisy logits that favour each voxel's true class, with class 2 pushed down by `offset`;
+    integer-valued so that ties between classes occur and exercise the tie rule."""
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 18, (20_000,), generator=gen)
+    logits = torch.randint(-3, 4, (20_000, 18), generator=gen).float()
+    logits[torch.arange(20_000), labels] += 3.0
+    logits[:, 2] -= offset
+    return VisibleLogits(logits, labels, frames=1)
+
+
+def test_per_class_fit_steps_score_like_the_plain_evaluation() -> None:
+    vis = _synthetic_logits(offset=0.0)
+    start = torch.zeros(18)
+    # one round, one step per class: the result is what the fast path chose; the plain
+    # evaluation of that bias must give the recorded mIoU exactly (ties included)
+    for steps in ((1.0,), (-1.0,), (0.5, -2.0)):
+        bias, history = fit_class_bias(vis, start, steps=steps, rounds=1)
+        assert history[-1] == biased_miou(vis, bias).miou
+        assert history[-1] >= history[0] == biased_miou(vis, start).miou
+
+
+def test_per_class_fit_recovers_a_known_class_offset() -> None:
+    vis = _synthetic_logits(offset=2.0)
+    bias, history = fit_class_bias(vis, torch.zeros(18), steps=(-1.0, -0.5, 0.5, 1.0), rounds=4)
+    assert history[-1] > history[0] + 0.01
+    assert 1.5 <= float(bias[2] - bias.median()) <= 2.5  # the pushed-down class is lifted back
 
 
 def test_cli_folds_the_chosen_tau_and_records_it(tiny_data: Path, tmp_path: Path) -> None:
@@ -73,6 +112,21 @@ def test_cli_folds_the_chosen_tau_and_records_it(tiny_data: Path, tmp_path: Path
     counts = np.array(list(record["class_voxel_counts"].values()))
     expected = (-tau * class_log_prior(counts)).repeat(cfg.grid.shape[2])
     torch.testing.assert_close(delta.detach(), expected, atol=1e-5, rtol=0)
+    assert "class_bias" not in record
+    per_class = tmp_path / "per_class.safetensors"
+    assert (
+        main([*args, "--out", str(per_class), "--frames", "2", "--per-class", "--rounds", "1"])
+        == 0
+    )
+    record = json.loads(per_class.with_suffix(".json").read_text())["logit_adjustment"]
+    fitted = torch.tensor(list(record["class_bias"].values()))
+    delta = (
+        load_flashocc(per_class)[0].occ_head.predicter[-1].bias - base.occ_head.predicter[-1].bias
+    )
+    torch.testing.assert_close(delta.detach(), fitted.repeat(cfg.grid.shape[2]), atol=1e-5, rtol=0)
+    assert record["training_frame_miou_by_round"][-1] >= max(
+        record["training_frame_miou_by_tau"].values()
+    )
     with pytest.raises(SystemExit) as exc:  # argparse: one usage line, exit 2
         main([*args, "--out", str(out), "--taus", "x"])
     assert exc.value.code == 2
