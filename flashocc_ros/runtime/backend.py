@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from flashocc_ros.config import ModelConfig
+from flashocc_ros.cpu import warn_if_slow_bf16
 from flashocc_ros.model.geometry import Calibration
 from flashocc_ros.model.temporal import TemporalFrame, TemporalHistory
 
@@ -103,6 +104,8 @@ class TorchBackend:
             raise BackendError(f"device {device!r} requested but CUDA is not available")
         if precision == "fp16" and not device.startswith("cuda"):
             raise BackendError("fp16 needs a CUDA device; use bf16 on a CPU")
+        if precision == "bf16" and not device.startswith("cuda"):
+            warn_if_slow_bf16("precision bf16")
         self.cfg = cfg
         self.device = torch.device(device)
         self.precision = precision

@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", type=Path, help="train_record.json to extend")
     parser.add_argument("--taus", type=_taus, default=DEFAULT_TAUS, help="comma separated")
     parser.add_argument("--frames", type=int, default=48, help="training keyframes to score")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU)")
+    parser.add_argument(
+        "--bf16", action="store_true", help="bfloat16 autocast (fast on AVX-512 CPUs only)"
+    )
     parser.add_argument(
         "--per-class",
         action="store_true",

@@ -24,7 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True, help="dataset folder with labels")
     parser.add_argument("--frames", type=int, help="first N keyframes (default: all)")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU)")
+    parser.add_argument(
+        "--bf16", action="store_true", help="bfloat16 autocast (fast on AVX-512 CPUs only)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.frames is not None and args.frames < 1:

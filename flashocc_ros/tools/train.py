@@ -58,7 +58,11 @@ def _parser() -> argparse.ArgumentParser:
         help="official class_balance: CE weighted by 1/ln(voxel count per class)",
     )
     p.add_argument("--no-augment", action="store_true", help="no image / BEV augmentation")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast on CPU)")
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bfloat16 autocast (fast on AVX-512 CPUs, emulated and slow on AVX2-only ones)",
+    )
     p.add_argument("--channels-last", action="store_true", help="channels_last conv layout")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-workers", type=int, default=1, help="DataLoader workers (default 1)")

@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from flashocc_ros.classes import CLASS_NAMES
 from flashocc_ros.config import ConfigError, ModelConfig, load_model_config
+from flashocc_ros.cpu import warn_if_slow_bf16
 from flashocc_ros.eval.metrics import MiouMetric, MiouResult
 from flashocc_ros.model.checkpoint import load_checkpoint_into, save_flashocc
 from flashocc_ros.model.flashocc import FlashOCC, build_model
@@ -386,6 +387,8 @@ def _train(cfg: TrainConfig, dd: Dist, command: str, t_start: float) -> TrainRes
     net.to(dd.device).train()
     if cfg.channels_last:
         net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if cfg.bf16 and dd.device.type == "cpu" and dd.main:
+        warn_if_slow_bf16("--bf16")
     step_module: nn.Module = TrainStep(net)
     if dd.enabled:
         step_module = DistributedDataParallel(

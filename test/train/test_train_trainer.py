@@ -1,4 +1,5 @@
-"""Trainer: the loss falls on a repeated batch, resume is exact, CLI errors, schedule shape.
+"""Trainer: the loss falls on a repeated batch, resume is exact, CLI errors, schedule shape, the
+warning for bf16 on a CPU that emulates it.
 In: the tiny generated dataset and the `tiny` model config. Out: assertions (a few seconds).
 """
 
@@ -6,6 +7,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from flashocc_ros import cpu
 from flashocc_ros.classes import FREE_LABEL, NUM_CLASSES
 from flashocc_ros.model.checkpoint import load_flashocc
 from flashocc_ros.tools.train import main
@@ -129,3 +133,17 @@ def test_cli_trains_on_several_folders(
     record = json.loads((out / "train_record.json").read_text())
     assert record["train_keyframes"] == 4 and record["train_scenes"] == 2
     assert record["config"]["train_dirs"] == [str(tiny_data), str(tiny_data_b)]
+
+
+def test_bf16_on_a_cpu_without_fast_bf16_trains_and_warns(
+    tiny_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(cpu, "native_bf16", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="flashocc_ros.cpu"):
+        result = train(_cfg(tiny_data, tmp_path / "bf16", steps=1, bf16=True))
+    assert result.steps == 1 and math.isfinite(result.losses[-1])
+    warnings = [r.getMessage() for r in caplog.records if r.name == "flashocc_ros.cpu"]
+    assert len(warnings) == 1 and warnings[0].startswith("--bf16: ")

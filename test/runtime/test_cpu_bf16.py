@@ -1,0 +1,38 @@
+"""bf16 on a CPU without fast bfloat16: the torch backend still runs and warns once, naming the
+fix; with fast bf16 it does not warn. In: the `tiny` config, oneDNN's answer patched both ways.
+Out: assertions on the log.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from flashocc_ros import cpu
+from flashocc_ros.config import model_config
+from flashocc_ros.model.flashocc import build_model
+from flashocc_ros.runtime.backend import TorchBackend
+
+
+def test_native_bf16_is_a_plain_answer() -> None:
+    assert cpu.native_bf16() in (True, False)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_cpu_bf16_backend_warns_only_when_emulated(
+    fast: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(cpu, "native_bf16", lambda: fast)
+    cfg = model_config("tiny")
+    torch.manual_seed(0)
+    with caplog.at_level(logging.WARNING, logger="flashocc_ros.cpu"):
+        TorchBackend(build_model(cfg), cfg, precision="bf16")
+        TorchBackend(build_model(cfg), cfg, precision="fp32")
+    warnings = [r.getMessage() for r in caplog.records if r.name == "flashocc_ros.cpu"]
+    if fast:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1
+        assert "precision bf16" in warnings[0] and "use fp32" in warnings[0]
