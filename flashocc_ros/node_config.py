@@ -79,7 +79,10 @@ class NodeConfig:
     )
     device: str = field(default="cpu", metadata=_doc("Torch device: cpu, cuda or cuda:N."))
     precision: str = field(
-        default="fp32", metadata=_doc("fp32, fp16 (GPU), bf16 (CPU autocast) or int8 (TensorRT).")
+        default="fp32",
+        metadata=_doc(
+            "fp32, fp16 (GPU), bf16 (CPU autocast; fast on AVX-512 CPUs only) or int8 (TensorRT)."
+        ),
     )
     engine_path: str = field(
         default="",
