@@ -6,6 +6,8 @@ Out: assertions on the log.
 from __future__ import annotations
 
 import logging
+import platform
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +18,14 @@ from flashocc_ros.model.flashocc import build_model
 from flashocc_ros.runtime.backend import TorchBackend
 
 
-def test_native_bf16_is_a_plain_answer() -> None:
-    assert cpu.native_bf16() in (True, False)
+def test_native_bf16_matches_the_cpu_flags() -> None:
+    """oneDNN's fast bf16 needs AVX-512 (F, BW, VL, DQ) on x86: cross-check with /proc/cpuinfo."""
+    info = Path("/proc/cpuinfo")
+    if platform.machine() not in ("x86_64", "AMD64") or not info.exists():
+        pytest.skip("the cross-check reads x86 flags from /proc/cpuinfo")
+    flags = next(ln for ln in info.read_text().splitlines() if ln.startswith("flags")).split()
+    avx512 = {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= set(flags)
+    assert cpu.native_bf16() == avx512
 
 
 @pytest.mark.parametrize("fast", [True, False])
