@@ -64,6 +64,19 @@ def temporal_timings(graphs: dict[str, float], total_ms: float) -> dict[str, flo
     return {**graphs, "pooling": total_ms - sum(graphs.values()), "backend_total": total_ms}
 
 
+def check_torch_precision(device: torch.device, precision: Precision) -> None:
+    """BackendError for a precision PyTorch cannot run on `device` (int8, fp16 off CUDA, CUDA
+    missing); one warning for bf16 on a CPU that only emulates it. Shared by the torch backends."""
+    if precision == "int8":
+        raise BackendError("int8 needs the tensorrt backend")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BackendError(f"device {str(device)!r} requested but CUDA is not available")
+    if precision == "fp16" and device.type != "cuda":
+        raise BackendError("fp16 needs a CUDA device; use bf16 on a CPU")
+    if precision == "bf16" and device.type != "cuda":
+        warn_if_slow_bf16("precision bf16")
+
+
 class Backend(Protocol):
     """What the pipeline needs from an inference backend."""
 
@@ -98,16 +111,9 @@ class TorchBackend:
         channels_last: bool = False,
         history_spacing_ns: int = 500_000_000,
     ) -> None:
-        if precision == "int8":
-            raise BackendError("int8 needs the tensorrt backend")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise BackendError(f"device {device!r} requested but CUDA is not available")
-        if precision == "fp16" and not device.startswith("cuda"):
-            raise BackendError("fp16 needs a CUDA device; use bf16 on a CPU")
-        if precision == "bf16" and not device.startswith("cuda"):
-            warn_if_slow_bf16("precision bf16")
-        self.cfg = cfg
         self.device = torch.device(device)
+        check_torch_precision(self.device, precision)
+        self.cfg = cfg
         self.precision = precision
         self.model = model.to(self.device).eval()
         if channels_last:

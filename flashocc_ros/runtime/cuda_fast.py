@@ -31,7 +31,12 @@ from flashocc_ros.model.bev_pool import bev_pool
 from flashocc_ros.model.flashocc import FlashOCC
 from flashocc_ros.model.geometry import Calibration, LiftGeometry, PoolingIndices, prepare_pooling
 from flashocc_ros.model.preprocess import MEAN, STD, ImageAug, Preprocessed, inference_aug
-from flashocc_ros.runtime.backend import BackendError, FramePoses, Precision
+from flashocc_ros.runtime.backend import (
+    BackendError,
+    FramePoses,
+    Precision,
+    check_torch_precision,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -213,13 +218,8 @@ class CudaFastBackend:
     ) -> None:
         from flashocc_ros.deploy.onnx_export import BevToLogits, ExportError, ImageToDepth
 
-        if precision == "int8":
-            raise BackendError("int8 needs the tensorrt backend")
         self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise BackendError(f"device {device!r} requested but CUDA is not available")
-        if precision == "fp16" and self.device.type != "cuda":
-            raise BackendError("fp16 needs a CUDA device; use bf16 on a CPU")
+        check_torch_precision(self.device, precision)
         try:
             self.image_half = ImageToDepth(model, cfg)  # single-frame LSS configs only
         except ExportError as err:

@@ -1,6 +1,6 @@
-"""bf16 on a CPU without fast bfloat16: the torch backend still runs and warns once, naming the
-fix; with fast bf16 it does not warn. In: the `tiny` config, oneDNN's answer patched both ways.
-Out: assertions on the log.
+"""bf16 on a CPU without fast bfloat16: both PyTorch backends (plain and fast path) still run
+and warn once, naming the fix; with fast bf16 they do not warn. In: the `tiny` config, oneDNN's
+answer patched both ways. Out: assertions on the log.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from flashocc_ros import cpu
 from flashocc_ros.config import model_config
 from flashocc_ros.model.flashocc import build_model
 from flashocc_ros.runtime.backend import TorchBackend
+from flashocc_ros.runtime.cuda_fast import CudaFastBackend
 
 
 def test_native_bf16_matches_the_cpu_flags() -> None:
@@ -28,16 +29,20 @@ def test_native_bf16_matches_the_cpu_flags() -> None:
     assert cpu.native_bf16() == avx512
 
 
+@pytest.mark.parametrize("backend", [TorchBackend, CudaFastBackend])
 @pytest.mark.parametrize("fast", [True, False])
 def test_cpu_bf16_backend_warns_only_when_emulated(
-    fast: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    backend: type[TorchBackend] | type[CudaFastBackend],
+    fast: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr(cpu, "native_bf16", lambda: fast)
     cfg = model_config("tiny")
     torch.manual_seed(0)
     with caplog.at_level(logging.WARNING, logger="flashocc_ros.cpu"):
-        TorchBackend(build_model(cfg), cfg, precision="bf16")
-        TorchBackend(build_model(cfg), cfg, precision="fp32")
+        backend(build_model(cfg), cfg, device="cpu", precision="bf16")
+        backend(build_model(cfg), cfg, device="cpu", precision="fp32")
     warnings = [r.getMessage() for r in caplog.records if r.name == "flashocc_ros.cpu"]
     if fast:
         assert warnings == []
