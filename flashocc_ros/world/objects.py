@@ -164,6 +164,27 @@ def construction_vehicle(
     b.box(_offset(x, y, yaw, 2.8), (1.2, 2.6), (3.0, 0.5), yaw, lab, col, P.STYLE_PLAIN, seed)
 
 
+def _two_wheeler(
+    b: P.PrimitiveBuilder,
+    rng: np.random.Generator,
+    pose: tuple[float, float, float, float],
+    rider: bool,
+    cls: str,
+    frame: tuple[tuple[float, float], tuple[float, float], int],
+    rider_z: tuple[float, float],
+    rider_size: tuple[float, float],
+) -> None:
+    """A bicycle or motorcycle at pose (x, y, yaw, speed): its frame box (z range, size, style)
+    and, with `rider`, a person box on it labelled as the vehicle (as nuScenes labels riders)."""
+    x, y, yaw, speed = pose
+    lab, v, seed = C[cls], _vel(yaw, speed), _seed(rng)
+    z_range, size, style = frame
+    b.box((x, y), z_range, size, yaw, lab, _color(rng, cls), style, seed, v)
+    if rider:
+        col = _color(rng, "pedestrian")
+        b.box((x, y), rider_z, rider_size, yaw, lab, col, P.STYLE_PERSON, seed + 1, v)
+
+
 def bicycle(
     b: P.PrimitiveBuilder,
     rng: np.random.Generator,
@@ -173,30 +194,8 @@ def bicycle(
     speed: float = 0.0,
     rider: bool = False,
 ) -> None:
-    lab, v, seed = C["bicycle"], _vel(yaw, speed), _seed(rng)
-    b.box(
-        (x, y),
-        (0.25, 1.05),
-        (1.75, 0.45),
-        yaw,
-        lab,
-        _color(rng, "bicycle"),
-        P.STYLE_METAL,
-        seed,
-        v,
-    )
-    if rider:
-        b.box(
-            (x, y),
-            (1.05, 1.75),
-            (0.6, 0.5),
-            yaw,
-            lab,
-            _color(rng, "pedestrian"),
-            P.STYLE_PERSON,
-            seed + 1,
-            v,
-        )
+    frame = ((0.25, 1.05), (1.75, 0.45), P.STYLE_METAL)
+    _two_wheeler(b, rng, (x, y, yaw, speed), rider, "bicycle", frame, (1.05, 1.75), (0.6, 0.5))
 
 
 def motorcycle(
@@ -208,22 +207,8 @@ def motorcycle(
     speed: float = 0.0,
     rider: bool = False,
 ) -> None:
-    lab, v, seed = C["motorcycle"], _vel(yaw, speed), _seed(rng)
-    b.box(
-        (x, y), (0.3, 1.2), (2.1, 0.8), yaw, lab, _color(rng, "motorcycle"), P.STYLE_BODY, seed, v
-    )
-    if rider:
-        b.box(
-            (x, y),
-            (1.2, 1.85),
-            (0.6, 0.55),
-            yaw,
-            lab,
-            _color(rng, "pedestrian"),
-            P.STYLE_PERSON,
-            seed + 1,
-            v,
-        )
+    frame = ((0.3, 1.2), (2.1, 0.8), P.STYLE_BODY)
+    _two_wheeler(b, rng, (x, y, yaw, speed), rider, "motorcycle", frame, (1.2, 1.85), (0.6, 0.55))
 
 
 def pedestrian(
