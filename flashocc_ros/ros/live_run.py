@@ -154,6 +154,19 @@ def run_live(
             str(timeout_s),
             *(["--clock"] if sim_time else []),
         ]
+        # The node's outputs likewise: a grid published before this reader matched the node's
+        # writer is lost, which cost a first grid on a loaded host. Wait until this process
+        # sees every output's publisher before anything is played.
+        outputs = [
+            f"/{NODE_NAME}/output/{t}" for t in ("occupancy", "markers", "points", "bev_image")
+        ]
+        deadline = time.monotonic() + timeout_s
+        while (
+            time.monotonic() < deadline
+            and proc.poll() is None
+            and any(node.count_publishers(t) < 1 for t in outputs)
+        ):
+            rclpy.spin_once(node, timeout_sec=0.1)
         player_log = open(logs / "player.log", "w")  # noqa: SIM115
         player = subprocess.Popen(player_cmd, stdout=player_log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
