@@ -7,6 +7,9 @@ with `--per-class` the fitted class biases).
     --out RUN/adjusted.safetensors [--record RUN/train_record.json] [--frames 48] [--per-class]`
 The record written next to `--out` is the given training record plus a `logit_adjustment`
 entry, ready for `pack_weights --record`.
+
+`--remove RECORD` undoes a folded adjustment instead (no `--train`): weights trained further must
+start without it (`--init-weights` the result), and get a fresh fit afterwards.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from flashocc_ros.train.prior import (
     class_log_prior,
     fit_class_bias,
     fold_class_bias,
+    recorded_bias,
     visible_logits,
 )
 from flashocc_ros.world.dataset import DatasetError
@@ -50,9 +54,7 @@ def _taus(text: str) -> tuple[float, ...]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flashocc-adjust-logits", description=__doc__)
     parser.add_argument("--weights", type=Path, required=True)
-    parser.add_argument(
-        "--train", type=Path, nargs="+", required=True, help="training dataset folder(s)"
-    )
+    parser.add_argument("--train", type=Path, nargs="+", help="training dataset folder(s)")
     parser.add_argument("--out", type=Path, required=True, help="adjusted .safetensors")
     parser.add_argument("--record", type=Path, help="train_record.json to extend")
     parser.add_argument("--taus", type=_taus, default=DEFAULT_TAUS, help="comma separated")
@@ -66,8 +68,20 @@ def main(argv: list[str] | None = None) -> int:
         help="after tau, fit each class's bias (coordinate ascent on training-frame mIoU)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="--per-class rounds over classes")
+    parser.add_argument(
+        "--remove",
+        type=Path,
+        metavar="RECORD",
+        help="instead of fitting: subtract the adjustment that RECORD (the weights' .json, e.g. "
+        "flashocc_ros/weights/demo.json) says was folded into --weights, to train them further",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.remove is not None:
+        return _remove(args.weights, args.remove, args.out)
+    if not args.train:
+        sys.stderr.write("error: --train is required (or --remove RECORD)\n")
+        return 2
     if args.frames < 1 or args.rounds < 1:
         sys.stderr.write("error: --frames and --rounds must be >= 1\n")
         return 2
@@ -122,6 +136,29 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
         record_path,
     )
+    return 0
+
+
+def _remove(weights: Path, record_path: Path, out: Path) -> int:
+    """--remove: `weights` minus the bias its record's `logit_adjustment` folded in, to `out`."""
+    try:
+        model, cfg = load_flashocc(weights)
+        adjustment = json.loads(record_path.read_text())["logit_adjustment"]
+        bias = recorded_bias(adjustment)
+    except (CheckpointError, OSError, json.JSONDecodeError) as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    except (KeyError, TypeError, ValueError) as err:
+        sys.stderr.write(f"error: {record_path} has no usable logit_adjustment entry ({err!r})\n")
+        return 2
+    try:
+        fold_class_bias(model, -bias)
+    except ValueError as err:
+        sys.stderr.write(f"error: {record_path} does not fit {weights}: {err}\n")
+        return 2
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_flashocc(model, cfg, out)
+    LOG.info("removed the logit adjustment of %s from %s: %s", record_path, weights, out)
     return 0
 
 

@@ -16,18 +16,22 @@ fitted to tens of millions of voxels).
 
 The bias is added to `occ_head.predicter[-1].bias` (z-major layout: entry z·cls + c gets
 bias[c]), so the network, its ONNX export and every backend carry it with no runtime change.
+`recorded_bias` reads back the bias a record says was folded, so that it can be subtracted
+before training such weights further.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from flashocc_ros.classes import CLASS_NAMES
 from flashocc_ros.eval.metrics import MiouResult, miou_from_confusion
 from flashocc_ros.model.flashocc import FlashOCC
 from flashocc_ros.train.data import OccupancyDataset, batch_logits
@@ -50,6 +54,17 @@ def fold_class_bias(net: FlashOCC, bias: Tensor) -> None:
         raise ValueError(f"bias {tuple(bias.shape)} != ({num_cls},)")
     with torch.no_grad():
         last.bias.add_(bias.to(last.bias).repeat(num_z))  # z-major: index z·cls + c
+
+
+def recorded_bias(adjustment: Mapping[str, Any]) -> Tensor:
+    """The total class bias (cls,) that a record's `logit_adjustment` entry folded into its
+    weights: the fitted `class_bias` when present, else -chosen_tau · log prior of the recorded
+    class counts. KeyError/ValueError when the entry lacks them."""
+    if "class_bias" in adjustment:
+        values = [float(adjustment["class_bias"][name]) for name in CLASS_NAMES]
+        return torch.tensor(values, dtype=torch.float32)
+    counts = np.array([adjustment["class_voxel_counts"][name] for name in CLASS_NAMES])
+    return -float(adjustment["chosen_tau"]) * class_log_prior(counts)
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,6 +1,7 @@
 """Logit adjustment: the folded bias shifts every height's logits by exactly the class bias, the
 tau = 0 sweep equals the reference evaluator, the per-class fit's fast steps score exactly like the
-plain evaluation and recover a known offset, and the CLI writes weights that carry the bias.
+plain evaluation and recover a known offset, the CLI writes weights that carry the bias, and its
+--remove takes that bias out again.
 In: the tiny generated dataset and the `tiny` config (random weights); seeded synthetic logits.
 Out: assertions.
 """
@@ -131,3 +132,27 @@ def test_cli_folds_the_chosen_tau_and_records_it(tiny_data: Path, tmp_path: Path
         main([*args, "--out", str(out), "--taus", "x"])
     assert exc.value.code == 2
     assert main([*args, "--out", str(out), "--frames", "0"]) == 2
+
+
+def test_cli_remove_restores_the_unadjusted_weights(tiny_data: Path, tmp_path: Path) -> None:
+    """--remove RECORD subtracts what the tau-only and the per-class fits folded in."""
+    cfg = model_config("tiny")
+    torch.manual_seed(3)
+    base = tmp_path / "w.safetensors"
+    save_flashocc(build_model(cfg), cfg, base)
+    want = load_flashocc(base)[0].occ_head.predicter[-1].bias.detach()
+    fit = ["--weights", str(base), "--train", str(tiny_data), "--frames", "2", "--rounds", "1"]
+    restored = tmp_path / "restored.safetensors"
+    for extra in ([], ["--per-class"]):
+        adjusted = tmp_path / "adjusted.safetensors"
+        assert main([*fit, "--taus", "0.5", "--out", str(adjusted), *extra]) == 0
+        moved = load_flashocc(adjusted)[0].occ_head.predicter[-1].bias.detach()
+        assert (moved - want).abs().max() > 0.1  # the fit did fold something
+        remove = ["--weights", str(adjusted), "--remove", str(adjusted.with_suffix(".json"))]
+        assert main([*remove, "--out", str(restored)]) == 0
+        got = load_flashocc(restored)[0].occ_head.predicter[-1].bias.detach()
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    no_entry = tmp_path / "record.json"
+    no_entry.write_text(json.dumps({"steps": 1}))
+    assert main(["--weights", str(base), "--remove", str(no_entry), "--out", str(restored)]) == 2
+    assert main(["--weights", str(base), "--out", str(restored)]) == 2  # no --train, no --remove
