@@ -24,7 +24,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
-from flashocc_ros.node_config import input_topics, parse_param_items
+from flashocc_ros.node_config import NodeConfig, input_topics, parse_param_items
 from flashocc_ros.ros.recorder import OccupancyRecorder
 
 NODE_NAME = "flashocc"
@@ -78,6 +78,16 @@ class LiveRun:
 
     def latency_median(self) -> dict[str, float]:
         return {k: statistics.median(v) for k, v in self.latency_ms.items() if v}
+
+
+def awaited_outputs(params: Mapping[str, Any]) -> list[str]:
+    """The node's output topics that `params` leave enabled (NodeConfig's publish_* defaults)."""
+    defaults = NodeConfig()
+    return [
+        f"/{NODE_NAME}/output/{name}"
+        for name in ("occupancy", "markers", "points", "bev_image")
+        if params.get(f"publish_{name}", getattr(defaults, f"publish_{name}"))
+    ]
 
 
 def run_live(
@@ -156,13 +166,11 @@ def run_live(
         ]
         # The node's outputs likewise: a grid published before this reader matched the node's
         # writer is lost, which cost a first grid on a loaded host. Wait until this process
-        # sees every output's publisher before anything is played.
-        outputs = [
-            f"/{NODE_NAME}/output/{t}" for t in ("occupancy", "markers", "points", "bev_image")
-        ]
-        deadline = time.monotonic() + timeout_s
+        # sees the publisher of every output the node has enabled before anything is played.
+        outputs = awaited_outputs(node_params)
+        seen_by = time.monotonic() + timeout_s
         while (
-            time.monotonic() < deadline
+            time.monotonic() < seen_by
             and proc.poll() is None
             and any(node.count_publishers(t) < 1 for t in outputs)
         ):
