@@ -1,5 +1,6 @@
 """Explains a trained model's mIoU on a dataset folder: per-class precision/recall and misses,
-mIoU by distance, depth accuracy, and the mIoU with perfect depth (flashocc_ros/train/diagnose.py).
+mIoU by distance, depth accuracy, the mIoU with perfect depth, and what a one-voxel slip costs
+each class (flashocc_ros/train/diagnose.py).
 In: weights (.safetensors or a training checkpoint) of a single-frame model, a dataset folder
 with labels (and depth maps, `generate --depth`, for the depth half). Out: a printed report.
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from flashocc_ros.classes import CLASS_NAMES
 from flashocc_ros.model.checkpoint import load_flashocc
 from flashocc_ros.train.data import OccupancyDataset
-from flashocc_ros.train.diagnose import diagnose, oracle_table
+from flashocc_ros.train.diagnose import class_table, diagnose
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,14 +48,19 @@ def main(argv: list[str] | None = None) -> int:
         result.rings.line(),
         "",
     ]
+    columns = {"model %": result.model}
     if result.depth is None or result.oracle is None:
         lines.append("no depth maps in the dataset: depth accuracy and true-depth mIoU skipped")
     else:
-        lines += [
-            result.depth.line(),
-            "mIoU with the target depth in every feature cell that has one (same weights):",
-            oracle_table(result.model, result.oracle, CLASS_NAMES),
-        ]
+        lines.append(result.depth.line())
+        columns["true depth %"] = result.oracle
+    columns["one voxel off %"] = result.shifted
+    lines += [
+        "per-class IoU: the model; with the target depth in every feature cell that has one",
+        "(same weights); the ground truth against itself moved one voxel in x and in y (what",
+        "a one-voxel slip alone costs):",
+        class_table(columns, CLASS_NAMES),
+    ]
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 

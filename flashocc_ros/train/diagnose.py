@@ -8,6 +8,10 @@ feature cell that has a depth target, the predicted depth distribution is replac
 at the target bin before the lift-splat (cells without a target keep the prediction). The gap
 between the two mIoUs is what better depth alone could buy; what remains is image semantics,
 lateral resolution and the BEV encoder/head.
+
+The "one voxel off" column scores the ground truth against itself moved by one voxel along x and
+along y (both added to one confusion matrix): what a prediction that is right except for a
+one-voxel slip would score, i.e. how unforgiving each class is at this voxel size.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class Diagnosis:
     rings: RangeMiou
     depth: DepthAccuracy | None  # None: the dataset has no depth maps
     oracle: MiouResult | None  # mIoU with the target depth where there is one
+    shifted: MiouResult  # the ground truth scored against itself moved one voxel in x / in y
 
 
 def depth_accuracy(probs: Tensor, target: Tensor) -> DepthAccuracy:
@@ -70,6 +75,16 @@ def oracle_depth(probs: Tensor, target: Tensor) -> Tensor:
     return torch.where(valid, one_hot, probs)
 
 
+def shift_one_voxel(labels: np.ndarray, axis: int, fill: int) -> np.ndarray:
+    """(X, Y, Z) labels moved by +1 voxel along `axis`; the emptied edge slice becomes `fill`."""
+    out = np.full_like(labels, fill)
+    src: list[slice] = [slice(None)] * labels.ndim
+    dst: list[slice] = [slice(None)] * labels.ndim
+    src[axis], dst[axis] = slice(0, -1), slice(1, None)
+    out[tuple(dst)] = labels[tuple(src)]
+    return out
+
+
 @torch.no_grad()
 def diagnose(
     net: FlashOCC, data: OccupancyDataset, frames: int | None = None, bf16: bool = False
@@ -84,6 +99,7 @@ def diagnose(
     vt = net.img_view_transformer
     bins = depth_values(cfg)
     model, oracle, rings = MiouMetric(cfg.num_classes), MiouMetric(cfg.num_classes), RangeMiou()
+    shifted = MiouMetric(cfg.num_classes)
     cells = exact = near = 0
     count = len(data) if frames is None else min(frames, len(data))
     ctx = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
@@ -97,6 +113,8 @@ def diagnose(
             index = vt.geometry.indices(calib)
         gt = item["semantics"].numpy()
         mask = item["mask_camera"].numpy() > 0
+        for axis in (0, 1):
+            shifted.add(shift_one_voxel(gt, axis, cfg.num_classes - 1), gt, mask)
         runs = [(probs, model)]
         if data.with_depth:
             target = depth_targets(batch["depth"], bins, cfg.downsample)
@@ -117,27 +135,35 @@ def diagnose(
         rings,
         DepthAccuracy(cells, exact, near) if with_depth else None,
         oracle.result() if with_depth else None,
+        shifted.result(),
     )
 
 
-def oracle_table(model: MiouResult, oracle: MiouResult, names: tuple[str, ...]) -> str:
-    """Per-class IoU of the model beside the IoU with target depth, in percent."""
-    lines = [f"{'class':<22}{'model %':>9}{'true depth %':>14}", "-" * 45]
+def class_table(columns: dict[str, MiouResult], names: tuple[str, ...]) -> str:
+    """Per-class IoU in percent, one column per result (heading -> result), mIoU last."""
+    widths = [max(9, len(h) + 2) for h in columns]
+    results = list(columns.values())
+    head = f"{'class':<22}" + "".join(f"{h:>{w}}" for h, w in zip(columns, widths, strict=True))
+    rule = "-" * len(head)
+    lines = [head, rule]
     for c in range(len(names) - 1):
-        a, b = model.iou[c], oracle.iou[c]
-        if np.isnan(a) and np.isnan(b):
+        ious = [r.iou[c] for r in results]
+        if all(np.isnan(v) for v in ious):
             continue
-        lines.append(f"{names[c]:<22}{100 * a:>9.2f}{100 * b:>14.2f}")
-    lines.append("-" * 45)
-    lines.append(f"{'mIoU (0-16)':<22}{100 * model.miou:>9.2f}{100 * oracle.miou:>14.2f}")
+        cells = "".join(f"{100 * v:>{w}.2f}" for v, w in zip(ious, widths, strict=True))
+        lines.append(f"{names[c]:<22}" + cells)
+    lines.append(rule)
+    cells = "".join(f"{100 * r.miou:>{w}.2f}" for r, w in zip(results, widths, strict=True))
+    lines.append(f"{'mIoU (0-16)':<22}" + cells)
     return "\n".join(lines)
 
 
 __all__ = [
     "DepthAccuracy",
     "Diagnosis",
+    "class_table",
     "depth_accuracy",
     "diagnose",
     "oracle_depth",
-    "oracle_table",
+    "shift_one_voxel",
 ]
