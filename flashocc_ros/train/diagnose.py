@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from flashocc_ros.classes import FREE_LABEL
 from flashocc_ros.eval.metrics import MiouMetric, MiouResult, RangeMiou
 from flashocc_ros.model.flashocc import FlashOCC
 from flashocc_ros.model.geometry import depth_values
@@ -114,7 +115,7 @@ def diagnose(
         gt = item["semantics"].numpy()
         mask = item["mask_camera"].numpy() > 0
         for axis in (0, 1):
-            shifted.add(shift_one_voxel(gt, axis, cfg.num_classes - 1), gt, mask)
+            shifted.add(shift_one_voxel(gt, axis, FREE_LABEL), gt, mask)
         runs = [(probs, model)]
         if data.with_depth:
             target = depth_targets(batch["depth"], bins, cfg.downsample)

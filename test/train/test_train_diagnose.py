@@ -15,7 +15,7 @@ import torch
 from tiny_config import input_sensitive
 from torch import Tensor
 
-from flashocc_ros.classes import CLASS_NAMES
+from flashocc_ros.classes import CLASS_NAMES, FREE_LABEL
 from flashocc_ros.config import model_config
 from flashocc_ros.eval.metrics import MiouMetric
 from flashocc_ros.model.checkpoint import save_flashocc
@@ -57,7 +57,7 @@ def test_depth_accuracy_counts_exact_and_neighbour_bins() -> None:
 
 
 def test_one_voxel_slip_costs_a_thin_object_everything_and_a_thick_one_two_thirds() -> None:
-    free = 17
+    free = FREE_LABEL
     gt = np.full((8, 4, 2), free, dtype=np.uint8)
     gt[1] = 0  # one voxel thick in x
     gt[3:5] = 1  # two voxels thick in x
