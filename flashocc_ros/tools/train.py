@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="official class_balance: CE weighted by 1/ln(voxel count per class)",
     )
+    p.add_argument("--lovasz-weight", type=float, default=d["lovasz_weight"].default,
+                   help="add the Lovász-softmax loss (a surrogate of 1 - IoU per class; not in "
+                        "the official recipe) with this weight (default 0 = off)")  # fmt: skip
     p.add_argument("--no-augment", action="store_true", help="no image / BEV augmentation")
     p.add_argument(
         "--bf16",
@@ -95,7 +98,7 @@ def _config(a: argparse.Namespace) -> TrainConfig:
         steps=a.steps, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
         weight_decay=a.weight_decay, warmup_steps=a.warmup_steps, min_lr_ratio=a.min_lr_ratio,
         grad_clip=a.grad_clip, depth_weight=a.depth_weight, augment=not a.no_augment,
-        class_balance=a.class_balance,
+        class_balance=a.class_balance, lovasz_weight=a.lovasz_weight,
         bf16=a.bf16, channels_last=a.channels_last, seed=a.seed, num_workers=a.num_workers,
         log_every=a.log_every, checkpoint_every=a.checkpoint_every,
         keep_checkpoints=a.keep_checkpoints, eval_every=a.eval_every,

@@ -73,6 +73,7 @@ from flashocc_ros.train.losses import (
     class_balance_weights,
     depth_loss,
     depth_targets,
+    lovasz_softmax_loss,
     occupancy_loss,
 )
 
@@ -101,6 +102,7 @@ class TrainConfig:
     grad_clip: float = 5.0  # max global grad norm (official); <= 0 disables
     depth_weight: float = 0.5  # depth BCE weight; 0 disables depth supervision
     class_balance: bool = False  # official class_balance: CE weights 1/ln(voxel count of class)
+    lovasz_weight: float = 0.0  # weight of an added Lovász-softmax loss (not official); 0 = off
     augment: bool = True  # official image + BEV augmentation (off: test-time geometry)
     bf16: bool = False  # bfloat16 autocast (CPU or CUDA); pooling and losses stay float32
     channels_last: bool = False  # channels_last memory format for the conv layers
@@ -124,8 +126,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.depth_weight < 0:
-            raise ConfigError("lr must be > 0, weight_decay and depth_weight >= 0")
+        if self.lr <= 0 or min(self.weight_decay, self.depth_weight, self.lovasz_weight) < 0:
+            raise ConfigError("lr must be > 0, weight_decay, depth_weight, lovasz_weight >= 0")
         for name in ("warmup_steps", "checkpoint_every", "eval_every", "num_workers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0")
@@ -273,9 +275,10 @@ def _batches(
 class StepLosses(NamedTuple):
     """Float values of one optimiser step."""
 
-    loss: float  # occ + depth_weight · depth
+    loss: float  # occ + depth_weight · depth + lovasz_weight · lovasz
     occ: float
     depth: float
+    lovasz: float  # 0 when lovasz_weight is 0
     grad_norm: float  # before clipping (nan without clipping)
 
 
@@ -298,15 +301,20 @@ def _optimise(
         target = depth_targets(batch["depth"], bins, net.cfg.downsample)
         loss_depth = depth_loss(depth_logits, target)
         loss = loss + cfg.depth_weight * loss_depth
+    loss_lovasz = torch.zeros((), device=bins.device)
+    if cfg.lovasz_weight > 0:
+        loss_lovasz = lovasz_softmax_loss(logits, batch["semantics"], batch["mask_camera"])
+        loss = loss + cfg.lovasz_weight * loss_lovasz
     optimizer.zero_grad(set_to_none=True)
     loss.backward()  # type: ignore[no-untyped-call]
     grad_norm = float("nan")
     if cfg.grad_clip > 0:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip))
     optimizer.step()
-    return StepLosses(
-        float(loss.detach()), float(loss_occ.detach()), float(loss_depth.detach()), grad_norm
+    loss_value, occ, depth, lovasz = (
+        float(v.detach()) for v in (loss, loss_occ, loss_depth, loss_lovasz)
     )
+    return StepLosses(loss_value, occ, depth, lovasz, grad_norm)
 
 
 class _StopOnInterrupt:
@@ -434,14 +442,15 @@ def _train(cfg: TrainConfig, dd: Dist, command: str, t_start: float) -> TrainRes
                 raise FloatingPointError(f"loss is {sl.loss} at step {done}")
             losses.append(sl.loss)
             lr = scheduler.get_last_lr()[0]
-            bar.set_postfix(
-                loss=f"{sl.loss:.3f}", occ=f"{sl.occ:.3f}", depth=f"{sl.depth:.3f}", lr=f"{lr:.2e}"
-            )
+            shown = {"loss": sl.loss, "occ": sl.occ, "depth": sl.depth}
+            if cfg.lovasz_weight > 0:
+                shown["lovasz"] = sl.lovasz
+            bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()} | {"lr": f"{lr:.2e}"})
             bar.update(1)
             if done % cfg.log_every == 0 or done == total:
                 metrics.write(
-                    step=done, loss=sl.loss, loss_occ=sl.occ, loss_depth=sl.depth, lr=lr,
-                    grad_norm=sl.grad_norm,
+                    step=done, loss=sl.loss, loss_occ=sl.occ, loss_depth=sl.depth,
+                    loss_lovasz=sl.lovasz, lr=lr, grad_norm=sl.grad_norm,
                     s_per_step=(time.monotonic() - t_loop) / (done - start_step),
                 )  # fmt: skip
             if stop.requested or done == total:

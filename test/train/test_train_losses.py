@@ -21,6 +21,8 @@ from flashocc_ros.train.losses import (
     depth_targets,
     log_one_minus_softmax,
     log_one_minus_softmax_reference,
+    lovasz_softmax_loss,
+    lovasz_softmax_reference,
     occupancy_loss,
 )
 
@@ -77,6 +79,71 @@ def test_masked_ce_empty_mask_is_zero() -> None:
     logits = torch.randn(1, 2, 2, 2, 18)
     sem = torch.zeros(1, 2, 2, 2, dtype=torch.long)
     assert float(occupancy_loss(logits, sem, torch.zeros(1, 2, 2, 2))) == 0.0
+
+
+def test_lovasz_matches_the_plain_set_form_and_skips_masked_voxels() -> None:
+    gen = torch.Generator().manual_seed(3)
+    b, x, y, z, c = 1, 5, 4, 2, 6
+    logits = torch.randn(b, x, y, z, c, generator=gen) * 2
+    sem = torch.randint(0, c - 1, (b, x, y, z), generator=gen)  # class c-1 absent
+    sem[0, 0, 0, 0] = 255
+    mask = (torch.rand(b, x, y, z, generator=gen) > 0.3).float()
+    mask[0, 0, 0, 0] = 1.0
+    keep = (mask.reshape(-1) > 0) & (sem.reshape(-1) != 255)
+    probs = torch.softmax(logits.reshape(-1, c), dim=1)[keep]
+    expected = lovasz_softmax_reference(probs, sem.reshape(-1)[keep])
+    got = lovasz_softmax_loss(logits, sem, mask, min_error=0.0)
+    assert float(got) == pytest.approx(float(expected), abs=1e-6)
+    # leaving out the errors below min_error moves the value by less than min_error
+    for min_error in (0.02, 0.1):
+        cut = lovasz_softmax_loss(logits, sem, mask, min_error=min_error)
+        assert float(cut) <= float(got) + 1e-6
+        assert float(cut) > float(got) - min_error
+    # voxels outside the mask change nothing
+    logits2 = logits.clone()
+    logits2[mask == 0] = torch.randn(int((mask == 0).sum()), c, generator=gen) * 5
+    moved = lovasz_softmax_loss(logits2, sem, mask, min_error=0.0)
+    assert float(moved) == pytest.approx(float(got), abs=1e-6)
+
+
+def test_lovasz_at_one_hot_predictions_is_one_minus_iou_per_present_class() -> None:
+    gen = torch.Generator().manual_seed(4)
+    c = 5
+    sem = torch.randint(0, c, (1, 8, 8, 2), generator=gen)
+    pred = sem.clone()
+    flip = torch.rand(sem.shape, generator=gen) < 0.3
+    pred[flip] = torch.randint(0, c, (int(flip.sum()),), generator=gen)
+    logits = torch.nn.functional.one_hot(pred, c).float() * 100.0  # softmax = one-hot
+    mask = torch.ones(sem.shape)
+    ious = []
+    for cls in range(c):
+        inter = int(((sem == cls) & (pred == cls)).sum())
+        union = int(((sem == cls) | (pred == cls)).sum())
+        if int((sem == cls).sum()):
+            ious.append(inter / union)
+    loss = float(lovasz_softmax_loss(logits, sem, mask))
+    assert loss == pytest.approx(1.0 - sum(ious) / len(ious), abs=1e-5)
+    assert loss > 0.05  # the flips made mistakes
+
+
+def test_lovasz_gradient_raises_the_true_class() -> None:
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(1, 6, 6, 2, 4, generator=gen, requires_grad=True)
+    sem = torch.randint(0, 4, (1, 6, 6, 2), generator=gen)
+    lovasz_softmax_loss(logits, sem, torch.ones(sem.shape)).backward()  # type: ignore[no-untyped-call]
+    grad = logits.grad
+    assert grad is not None
+    true_grad = grad.gather(-1, sem.unsqueeze(-1))  # a step against it raises the true logit
+    assert float((true_grad <= 1e-9).float().mean()) > 0.95
+    assert float(true_grad.sum()) < 0
+
+
+def test_lovasz_empty_mask_is_zero() -> None:
+    logits = torch.randn(1, 2, 2, 2, 3, requires_grad=True)
+    sem = torch.zeros(1, 2, 2, 2, dtype=torch.long)
+    loss = lovasz_softmax_loss(logits, sem, torch.zeros(sem.shape))
+    assert float(loss.detach()) == 0.0
+    loss.backward()  # type: ignore[no-untyped-call]
 
 
 def test_depth_targets_min_depth_nearest_bin_and_invalid_cells() -> None:

@@ -60,6 +60,21 @@ def test_loss_falls_on_a_repeated_batch(tiny_data: Path, tmp_path: Path) -> None
     assert json.loads(lines[0])["loss_depth"] > 0
 
 
+def test_lovasz_term_is_added_logged_and_falls(tiny_data: Path, tmp_path: Path) -> None:
+    """With `lovasz_weight` the step loss is occ + 0.5·depth + w·Lovász, each part logged, and
+    the Lovász term falls on a repeated batch."""
+    cfg = _cfg(
+        tiny_data, tmp_path / "lv", steps=6, batch_size=2, augment=False, min_lr_ratio=1.0,
+        lovasz_weight=2.0,
+    )  # fmt: skip
+    train(cfg, "test")
+    rows = [json.loads(x) for x in (tmp_path / "lv" / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        parts = row["loss_occ"] + 0.5 * row["loss_depth"] + 2.0 * row["loss_lovasz"]
+        assert row["loss"] == pytest.approx(parts, rel=1e-5)
+    assert 0 < rows[-1]["loss_lovasz"] < rows[0]["loss_lovasz"], rows
+
+
 def test_class_counts_cover_every_masked_voxel(tiny_data: Path) -> None:
     data = WorldDataset(tiny_data)
     counts = class_counts(data, NUM_CLASSES)
@@ -102,6 +117,7 @@ def test_lr_schedule_warms_up_then_decays() -> None:
         (["--train", "/nonexistent/data"], "is not a dataset folder"),
         (["--resume"], "no checkpoint"),
         (["--steps", "0"], "steps must be >= 1"),
+        (["--lovasz-weight", "-1"], "lovasz_weight >= 0"),
     ],
 )
 def test_cli_mistakes_exit_2_with_one_line(
