@@ -23,6 +23,17 @@ from flashocc_ros.classes import IGNORE_LABEL
 NO_DEPTH = -1
 
 
+def _check_voxel_shapes(logits: Tensor, semantics: Tensor, mask: Tensor) -> None:
+    """ValueError unless logits are (B, X, Y, Z, C) over semantics and mask (B, X, Y, Z)."""
+    if logits.dim() != 5 or tuple(logits.shape[:4]) != tuple(semantics.shape):
+        raise ValueError(
+            f"logits (B, X, Y, Z, C) {tuple(logits.shape)} do not match semantics (B, X, Y, Z) "
+            f"{tuple(semantics.shape)}"
+        )
+    if mask.shape != semantics.shape:
+        raise ValueError(f"mask {tuple(mask.shape)} != semantics {tuple(semantics.shape)}")
+
+
 def occupancy_loss(
     logits: Tensor, semantics: Tensor, mask: Tensor, class_weight: Tensor | None = None
 ) -> Tensor:
@@ -33,13 +44,7 @@ def occupancy_loss(
     the weight of its true class and the sum is divided by the summed weights of the masked
     voxels instead of their count.
     """
-    if logits.dim() != 5 or tuple(logits.shape[:4]) != tuple(semantics.shape):
-        raise ValueError(
-            f"logits (B, X, Y, Z, C) {tuple(logits.shape)} do not match semantics (B, X, Y, Z) "
-            f"{tuple(semantics.shape)}"
-        )
-    if mask.shape != semantics.shape:
-        raise ValueError(f"mask {tuple(mask.shape)} != semantics {tuple(semantics.shape)}")
+    _check_voxel_shapes(logits, semantics, mask)
     c = logits.shape[-1]
     labels = semantics.reshape(-1).long()
     ce = F.cross_entropy(
@@ -76,13 +81,7 @@ def lovasz_softmax_loss(
     moves by less than `min_error` (0 = exact). A trained model is confident on most voxels,
     so this spares sorting most of a 640,000-voxel grid for each class.
     """
-    if logits.dim() != 5 or tuple(logits.shape[:4]) != tuple(semantics.shape):
-        raise ValueError(
-            f"logits (B, X, Y, Z, C) {tuple(logits.shape)} do not match semantics (B, X, Y, Z) "
-            f"{tuple(semantics.shape)}"
-        )
-    if mask.shape != semantics.shape:
-        raise ValueError(f"mask {tuple(mask.shape)} != semantics {tuple(semantics.shape)}")
+    _check_voxel_shapes(logits, semantics, mask)
     c = logits.shape[-1]
     labels = semantics.reshape(-1).long()
     keep = (mask.reshape(-1) > 0) & (labels != IGNORE_LABEL)
