@@ -20,8 +20,9 @@ from flashocc_ros import cpu
 from flashocc_ros.classes import FREE_LABEL, NUM_CLASSES
 from flashocc_ros.model.checkpoint import load_flashocc
 from flashocc_ros.tools.train import main
+from flashocc_ros.train import trainer
 from flashocc_ros.train.data import class_counts
-from flashocc_ros.train.trainer import TrainConfig, checkpoint_dirs, lr_factor, train
+from flashocc_ros.train.trainer import TrainConfig, checkpoint_dirs, evaluate, lr_factor, train
 from flashocc_ros.world.dataset import WorldDataset
 
 
@@ -157,9 +158,20 @@ def test_bf16_on_a_cpu_without_fast_bf16_trains_and_warns(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """...and its held-out evaluation runs in float32, the precision the node runs by default."""
     monkeypatch.setattr(cpu, "native_bf16", lambda: False)
+    scored_bf16: list[bool] = []
+
+    def spy(*args: object, **kwargs: object) -> object:
+        scored_bf16.append(bool(args[3]) if len(args) > 3 else bool(kwargs.get("bf16")))
+        return evaluate(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(trainer, "evaluate", spy)
+    cfg = _cfg(tiny_data, tmp_path / "bf16", steps=1, bf16=True, val_dir=tiny_data,
+               eval_max_samples=1)  # fmt: skip
     with caplog.at_level(logging.WARNING, logger="flashocc_ros.cpu"):
-        result = train(_cfg(tiny_data, tmp_path / "bf16", steps=1, bf16=True))
+        result = train(cfg)
     assert result.steps == 1 and math.isfinite(result.losses[-1])
     warnings = [r.getMessage() for r in caplog.records if r.name == "flashocc_ros.cpu"]
     assert len(warnings) == 1 and warnings[0].startswith("--bf16: ")
+    assert scored_bf16 == [False]
