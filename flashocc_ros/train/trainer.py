@@ -510,7 +510,10 @@ def _eval_and_log(
         return None
     # float32 even after bf16 training: the node's default precision, so the recorded mIoU is the
     # one a user gets (bf16 scoring of the same weights moved a 64-frame mIoU by up to 1.8 points)
-    result = evaluate(net, val_set, dd.device, False, cfg.eval_max_samples, cfg.num_workers)
+    result = evaluate(
+        net, val_set, dd.device, bf16=False, max_samples=cfg.eval_max_samples,
+        num_workers=cfg.num_workers,
+    )  # fmt: skip
     log.info("step %d: mIoU %.2f over %d frames\n%s", step, 100 * result.miou,
              result.num_frames, result.table())  # fmt: skip
     metrics.write(step=step, miou=result.miou, eval_frames=result.num_frames)
