@@ -23,7 +23,7 @@ from flashocc_ros.eval.sources import SourceError, match, read_ground_truth, rea
 from flashocc_ros.rig import nuscenes_like_rig
 from flashocc_ros.world.bag import BagWriter
 from flashocc_ros.world.dataset import DatasetError, DatasetWriter, WorldDataset
-from flashocc_ros.world.generate import GenerateConfig, generate
+from flashocc_ros.world.generate import GenerateConfig, generate, generate_parallel
 
 log = logging.getLogger("flashocc_ros.tools.world")
 
@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--mask-width", type=int, default=200, help="camera-mask ray grid width")
     g.add_argument("--depth", action="store_true",
                    help="also store depth maps (16-bit PNG, cm)")  # fmt: skip
+    g.add_argument("--workers", type=int, default=1,
+                   help="processes rendering scenes in parallel (dataset folders only; "
+                   "default 1)")  # fmt: skip
 
     e = sub.add_parser("evaluate", help="Occ3D mIoU of predictions against ground truth")
     e.add_argument("--gt", type=Path, required=True, help="dataset folder or bag")
@@ -72,6 +75,11 @@ def _generate(a: argparse.Namespace) -> None:
         raise UsageError("generate needs --out (dataset folder) and/or --bag")
     if a.bag is not None and a.bag.exists():
         raise UsageError(f"bag {a.bag} already exists")
+    if a.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {a.workers}")
+    if a.workers > 1 and a.bag is not None:
+        raise UsageError("--workers renders dataset folders only (a bag is written in time "
+                         "order); leave it out with --bag")  # fmt: skip
     try:
         cfg = GenerateConfig(
             num_scenes=a.scenes, num_keyframes=a.keyframes, seed=a.seed, width=a.width,
@@ -87,6 +95,9 @@ def _generate(a: argparse.Namespace) -> None:
         if a.bag is not None:
             with BagWriter(a.bag, rig, storage=a.format, compressed=a.compressed) as bag:
                 generate(cfg, ds, bag, rig=rig, progress=bar.update)
+        elif a.workers > 1 and ds is not None:
+            generate_parallel(cfg, ds, min(a.workers, cfg.num_scenes), rig=rig,
+                              progress=bar.update)  # fmt: skip
         else:
             generate(cfg, ds, None, rig=rig, progress=bar.update)
     if ds is not None:

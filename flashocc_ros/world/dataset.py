@@ -89,6 +89,14 @@ class DatasetWriter:
     def begin_scene(self, name: str, seed: int) -> None:
         self._scenes.append({"name": name, "seed": seed, "frames": []})
 
+    def scene_entries(self) -> list[dict[str, Any]]:
+        """The index entries of the scenes written so far (for a parallel writer's parent)."""
+        return list(self._scenes)
+
+    def add_scenes(self, entries: list[dict[str, Any]]) -> None:
+        """Index entries of scenes another writer put into this folder (`scene_entries`)."""
+        self._scenes.extend(entries)
+
     def add_frame(
         self,
         frame: int,

@@ -1,12 +1,17 @@
 """Generation driver: scenes -> rendered frames + keyframe labels -> dataset folder and/or bag.
 In: `GenerateConfig` and optional `DatasetWriter` / `BagWriter`. Out: files written by those.
+`generate_parallel` renders a dataset folder's scenes in worker processes, the same files.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,17 +68,76 @@ def generate(
     """Render every scene and write it; `progress(1)` is called after each camera frame."""
     rig = rig or nuscenes_like_rig(cfg.width, cfg.height)
     grid = grid or GridConfig()
-    start_ns = cfg.stamp_base_ns
-    scenes = []
+    scenes = _scenes(cfg)
     if bag is not None:
-        bag.write_static(start_ns)
-    for i in range(cfg.num_scenes):
-        scene = generate_scene(cfg.scene_seed(i), cfg.num_keyframes)
-        scenes.append(scene)
+        bag.write_static(cfg.stamp_base_ns)
+    for scene, start_ns in zip(scenes, _start_stamps(cfg, scenes), strict=True):
         log.info("scene %s: %d primitives, %.1f s", scene.name, len(scene.prims), scene.duration)
         _write_scene(cfg, scene, rig, grid, start_ns, dataset, bag, progress)
-        start_ns += int((scene.duration + cfg.scene_gap_s) * 1e9)
     return scenes
+
+
+def generate_parallel(
+    cfg: GenerateConfig,
+    dataset: DatasetWriter,
+    workers: int,
+    rig: CameraRig | None = None,
+    grid: GridConfig | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[Scene]:
+    """`generate` into a dataset folder (no bag) with the scenes rendered by `workers` processes:
+    the same files and index as `generate` (scene layouts and stamps are fixed before any
+    rendering). `progress(n)` is called with a scene's frame count as each scene finishes."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    rig = rig or nuscenes_like_rig(cfg.width, cfg.height)
+    grid = grid or GridConfig()
+    scenes = _scenes(cfg)
+    jobs = list(zip(range(cfg.num_scenes), _start_stamps(cfg, scenes), strict=True))
+    spawn = multiprocessing.get_context("spawn")  # no forked copies of OpenCV's thread pools
+    with ProcessPoolExecutor(max_workers=workers, mp_context=spawn) as pool:
+        futures = [
+            pool.submit(_render_scene, cfg, i, start_ns, dataset.root, rig, grid, dataset.ext)
+            for i, start_ns in jobs
+        ]
+        entries = []
+        for future in futures:  # in scene order, so the index matches `generate`'s
+            entries.append(future.result())
+            if progress is not None:
+                progress(cfg.frames_per_scene())
+    dataset.add_scenes(entries)
+    return scenes
+
+
+def _scenes(cfg: GenerateConfig) -> list[Scene]:
+    """Every scene's layout and trajectory (cheap: rendering is the costly part)."""
+    return [generate_scene(cfg.scene_seed(i), cfg.num_keyframes) for i in range(cfg.num_scenes)]
+
+
+def _start_stamps(cfg: GenerateConfig, scenes: list[Scene]) -> list[int]:
+    """Absolute start stamp (ns) of each scene: one after the other, `scene_gap_s` apart."""
+    stamps, start_ns = [], cfg.stamp_base_ns
+    for scene in scenes:
+        stamps.append(start_ns)
+        start_ns += int((scene.duration + cfg.scene_gap_s) * 1e9)
+    return stamps
+
+
+def _render_scene(
+    cfg: GenerateConfig,
+    i: int,
+    start_ns: int,
+    root: Path,
+    rig: CameraRig,
+    grid: GridConfig,
+    image_format: str,
+) -> dict[str, Any]:
+    """Worker of `generate_parallel`: render scene i into `root`, return its index entry."""
+    scene = generate_scene(cfg.scene_seed(i), cfg.num_keyframes)
+    writer = DatasetWriter(root, rig, grid, image_format)
+    _write_scene(cfg, scene, rig, grid, start_ns, writer, None, None)
+    (entry,) = writer.scene_entries()
+    return entry
 
 
 def _write_scene(
