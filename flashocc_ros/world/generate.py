@@ -72,7 +72,7 @@ def generate(
     if bag is not None:
         bag.write_static(cfg.stamp_base_ns)
     for scene, start_ns in zip(scenes, _start_stamps(cfg, scenes), strict=True):
-        log.info("scene %s: %d primitives, %.1f s", scene.name, len(scene.prims), scene.duration)
+        _log_scene(scene)
         _write_scene(cfg, scene, rig, grid, start_ns, dataset, bag, progress)
     return scenes
 
@@ -87,7 +87,8 @@ def generate_parallel(
 ) -> list[Scene]:
     """`generate` into a dataset folder (no bag) with the scenes rendered by `workers` processes:
     the same files and index as `generate` (scene layouts and stamps are fixed before any
-    rendering). `progress(n)` is called with a scene's frame count as each scene finishes."""
+    rendering). `progress(n)` is called with a scene's frame count as its result comes in (in
+    scene order)."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     rig = rig or nuscenes_like_rig(cfg.width, cfg.height)
@@ -101,12 +102,17 @@ def generate_parallel(
             for i, start_ns in jobs
         ]
         entries = []
-        for future in futures:  # in scene order, so the index matches `generate`'s
+        for scene, future in zip(scenes, futures, strict=True):  # in scene order, like `generate`
             entries.append(future.result())
+            _log_scene(scene)
             if progress is not None:
                 progress(cfg.frames_per_scene())
     dataset.add_scenes(entries)
     return scenes
+
+
+def _log_scene(scene: Scene) -> None:
+    log.info("scene %s: %d primitives, %.1f s", scene.name, len(scene.prims), scene.duration)
 
 
 def _scenes(cfg: GenerateConfig) -> list[Scene]:
