@@ -1,46 +1,104 @@
-"""Camera bundle synchroniser and a drop-oldest hand-off queue, ROS-free and thread-safe.
-In: (camera name, stamp ns, payload) frames from N camera callbacks. Out: complete `Bundle`s.
+"""Camera bundle synchroniser by trigger cycle, ROS-free and thread-safe.
+In: (camera name, header stamp ns, payload) frames from N camera callbacks. Out: `Bundle`s.
 
-Rule (replaces message_filters ApproximateTime): the first camera is the key camera (the official
-pipeline uses cams[0] as the key frame). Every key frame opens a candidate bundle whose stamp is
-the key frame's stamp. The candidate completes as soon as every other camera has a buffered frame
-with ``|stamp - key stamp| <= slop`` (the closest one is taken). A candidate is dropped when
+The first camera is the key camera (the official pipeline uses cams[0] as the key frame): every
+key frame opens a bundle stamped with its stamp K. Camera c belongs to K's trigger cycle with its
+frame nearest the expected stamp ``K + phase_c``, where phase_c is the camera's trigger offset
+from the key camera (configured, or measured from the streams: `trigger_phase`). That frame is
+taken only when it lies within ``tolerance`` of the expected stamp.
 
-* INCOMPLETE: some camera already delivered a frame later than ``key + slop`` without a match
-  (stamps are monotonic per topic, so no match can come any more);
-* TIMEOUT: the newest stamp seen on any camera is more than ``timeout_ns`` past the key stamp;
-* SUPERSEDED: a newer candidate completed first, or the pending candidates overflowed;
-* TIME_BACKWARDS: a camera's stamp went backwards (bag loop / sim reset): all buffers reset.
+Rule (why not message_filters' ApproximateTime: it pairs frames by closeness to each other, so on a
+rig whose cameras fire up to half a period after the key camera it takes the previous cycle's frame
+whenever that one is nearer; here each camera's own phase decides):
 
-Rejected input frames are counted per message: DUPLICATE_STAMP (same stamp again on one camera)
-and UNKNOWN_CAMERA. All buffers are bounded by ``queue_size`` per camera.
+* A camera is **decided** for bundle K when its frame in the window ``|stamp - (K + phase)| <=
+  tolerance`` has arrived and no nearer one can still come (the camera's period exceeds twice the
+  tolerance, or it already delivered a frame at or after the expected stamp) -> present; or when
+  it can no longer arrive -> missing: the camera delivered a later frame past the window (stamps
+  are in order per topic), or the key camera has moved `timeout` past the window (a silent or
+  lagging camera).
+* A bundle is emitted, in key-stamp order, once every camera is decided. Never while a camera's
+  right frame is still due, and never with another cycle's frame while it is due.
+* Missing frames (`MissingRule`): DROP (default) drops the bundle; FILL completes it with the
+  camera's frame nearest the expected stamp within `fill_tolerance`, if any (else drops it).
+  Both are counted per camera.
+* A frame whose stamp repeats the camera's previous one is a DUPLICATE (ignored); a stamp more than
+  `jump_back` older than the camera's newest means time went backwards (bag loop, simulator
+  reset): everything pending is dropped, measured phases are measured again, `on_reset` is called.
+  A frame slightly older than the camera's newest (reordered delivery) is still used while its
+  bundle is undecided; after that it is LATE.
+* Until a camera's phase is known its bundles wait: bounded by `max_pending`, and given up (the
+  camera missing) once the key camera is `timeout` past the time a measurement needs.
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
+from flashocc_ros.sensing.trigger_phase import estimate_phase, median_period_ns
+
 _LOG = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_BUFFER = 64  # frames kept per camera (and key stamps kept for the period / phase estimate)
+
+
+class MissingRule(Enum):
+    """What to do with a bundle whose frame of some camera did not arrive in its window."""
+
+    DROP = "drop"  # drop the bundle
+    FILL = "fill"  # complete it with the camera's nearest frame within fill_tolerance
 
 
 class DropReason(Enum):
-    """Why a candidate bundle (or, for the last two, an input frame) was discarded."""
+    """Why a bundle (or, for the input rejects, a single frame) was discarded."""
 
-    INCOMPLETE = "incomplete"  # a camera moved past key + slop without a matching frame
-    TIMEOUT = "timeout"  # newest stamp seen is more than timeout_ns after the key stamp
-    SUPERSEDED = "superseded"  # a newer bundle completed first / pending overflow
-    TIME_BACKWARDS = "time_backwards"  # discarded by a reset after time went backwards
+    MISSING = "missing"  # a camera's frame of the cycle did not come (DROP, or nothing to fill)
+    OVERFLOW = "overflow"  # more than max_pending bundles undecided
+    TIME_BACKWARDS = "time_backwards"  # pending bundles discarded by a reset
     DUPLICATE_STAMP = "duplicate_stamp"  # input frame: same stamp twice on one camera
     UNKNOWN_CAMERA = "unknown_camera"  # input frame: camera name not configured
+    LATE = "late"  # input frame: arrived after its bundle was decided
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    """Synchroniser settings; every time in nanoseconds."""
+
+    cameras: tuple[str, ...]  # (N,) unique names; index 0 is the key camera
+    tolerance_ns: int = 15_000_000  # largest |stamp - (K + phase)| of a camera's frame of cycle K
+    offsets_ns: tuple[int, ...] | None = None  # (N,) configured phases (key: 0); None = measure
+    timeout_ns: int = 500_000_000  # key camera this far past a window: that frame is missing
+    missing: MissingRule = MissingRule.DROP
+    fill_tolerance_ns: int = 100_000_000  # FILL: largest |stamp - (K + phase)| of a stand-in
+    max_pending: int = 32  # undecided bundles kept (oldest dropped beyond)
+    phase_samples: int = 6  # frames per camera to measure its phase from
+    jump_back_ns: int = 250_000_000  # a stamp this much older than the newest: time reset
+
+    def __post_init__(self) -> None:
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"cameras must be non-empty and unique, got {list(self.cameras)}")
+        if self.tolerance_ns <= 0 or self.timeout_ns <= 0 or self.jump_back_ns <= 0:
+            raise ValueError("tolerance, timeout and jump_back must be > 0")
+        if self.fill_tolerance_ns < self.tolerance_ns:
+            raise ValueError("fill_tolerance must be >= tolerance")
+        if self.max_pending < 1 or self.phase_samples < 2:
+            raise ValueError("need max_pending >= 1 and phase_samples >= 2")
+        if self.offsets_ns is not None and (
+            len(self.offsets_ns) != len(self.cameras) or self.offsets_ns[0] != 0
+        ):
+            raise ValueError(
+                f"offsets must give one value per camera ({len(self.cameras)}) and 0 for the"
+                f" key camera, got {list(self.offsets_ns)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -54,10 +112,11 @@ class Frame(Generic[T]):
 
 @dataclass(frozen=True)
 class Bundle(Generic[T]):
-    """N synchronised frames in configured camera order; `stamp_ns` is the key camera's stamp."""
+    """N frames of one trigger cycle in configured camera order; `stamp_ns` is the key stamp."""
 
     stamp_ns: int
     frames: tuple[Frame[T], ...]
+    filled: tuple[str, ...] = ()  # cameras completed with another cycle's frame (rule FILL)
 
     @property
     def payloads(self) -> tuple[T, ...]:
@@ -65,19 +124,24 @@ class Bundle(Generic[T]):
         return tuple(f.payload for f in self.frames)
 
     @property
-    def max_offset_ns(self) -> int:
-        """Largest |frame stamp - bundle stamp| in the bundle (ns)."""
-        return max(abs(f.stamp_ns - self.stamp_ns) for f in self.frames)
+    def stamps_ns(self) -> tuple[int, ...]:
+        """(N,) frame stamps in camera order."""
+        return tuple(f.stamp_ns for f in self.frames)
 
 
 @dataclass(frozen=True)
 class SyncStats:
-    """Snapshot of the synchroniser counters (drops: candidates, or frames for input rejects)."""
+    """Snapshot of the synchroniser's counters and measured timing."""
 
     frames_received: int
     bundles_emitted: int
     resets: int
     drops: Mapping[DropReason, int] = field(default_factory=dict)
+    missing: Mapping[str, int] = field(default_factory=dict)  # camera -> frames not in window
+    filled: Mapping[str, int] = field(default_factory=dict)  # camera -> stand-in frames used
+    period_ns: int | None = None  # measured key camera period
+    phases_ns: Mapping[str, int | None] = field(default_factory=dict)  # camera -> phase in use
+    phase_spread_ns: Mapping[str, int] = field(default_factory=dict)  # measured cameras only
 
     @property
     def total_dropped(self) -> int:
@@ -85,314 +149,281 @@ class SyncStats:
         return sum(self.drops.values())
 
 
-@dataclass
-class _Candidate:
-    stamp_ns: int
-    key: Frame[Any]
+class _Camera(Generic[T]):
+    """Per-camera state: frames in stamp order, newest stamp, phase."""
+
+    def __init__(self, phase_ns: int | None) -> None:
+        self.frames: list[Frame[T]] = []
+        self.stamps: list[int] = []  # the frames' stamps, for bisect
+        self.newest: int | None = None
+        self.recent: collections.deque[int] = collections.deque(maxlen=17)  # for its period
+        self.phase: int | None = phase_ns
+        self.samples: list[int] = []  # stamps seen while the phase is unknown
+
+    def insert(self, frame: Frame[T]) -> None:
+        i = bisect.bisect_left(self.stamps, frame.stamp_ns)
+        self.stamps.insert(i, frame.stamp_ns)
+        self.frames.insert(i, frame)
+        if len(self.frames) > _BUFFER:
+            del self.frames[0], self.stamps[0]
+
+    def evict_before(self, stamp_ns: int) -> None:
+        i = bisect.bisect_left(self.stamps, stamp_ns)
+        if i:
+            del self.frames[:i], self.stamps[:i]
+
+    def nearest(self, target_ns: int, tolerance_ns: int) -> Frame[T] | None:
+        """The frame nearest `target` within `tolerance` (the earlier one on a tie)."""
+        i = bisect.bisect_left(self.stamps, target_ns - tolerance_ns)
+        best: Frame[T] | None = None
+        while i < len(self.stamps) and self.stamps[i] <= target_ns + tolerance_ns:
+            if best is None or abs(self.stamps[i] - target_ns) < abs(best.stamp_ns - target_ns):
+                best = self.frames[i]
+            i += 1
+        return best
 
 
 class BundleSynchronizer(Generic[T]):
-    """Groups frames of N named cameras into bundles stamped by the key camera (index 0).
+    """Groups frames of N named cameras into bundles of one trigger cycle of the key camera.
 
     Thread-safe: `add` may be called concurrently from several executor threads.
     """
 
-    def __init__(
-        self,
-        cameras: Sequence[str],
-        slop_ns: int,
-        *,
-        queue_size: int = 8,
-        timeout_ns: int = 1_000_000_000,
-        on_reset: Callable[[int], None] | None = None,
-    ) -> None:
-        """cameras: (N,) unique names, index 0 is the key camera; slop_ns >= 0;
-        queue_size: frames buffered per camera (and pending candidates); timeout_ns > slop_ns;
-        on_reset(stamp_ns): called (outside the lock) after time went backwards.
-        """
-        if not cameras:
-            raise ValueError("cameras must not be empty")
-        if len(set(cameras)) != len(cameras):
-            raise ValueError(f"camera names must be unique, got {list(cameras)}")
-        if slop_ns < 0:
-            raise ValueError(f"slop_ns must be >= 0, got {slop_ns}")
-        if queue_size < 1:
-            raise ValueError(f"queue_size must be >= 1, got {queue_size}")
-        if timeout_ns <= slop_ns:
-            raise ValueError(f"timeout_ns ({timeout_ns}) must exceed slop_ns ({slop_ns})")
-        self._cameras = tuple(cameras)
-        self._slop = int(slop_ns)
-        self._timeout = int(timeout_ns)
-        self._queue_size = queue_size
+    def __init__(self, cfg: SyncConfig, *, on_reset: Callable[[int], None] | None = None) -> None:
+        """on_reset(stamp_ns): called (outside the lock) after time went backwards."""
+        self.cfg = cfg
         self._on_reset = on_reset
         self._lock = threading.Lock()
-        self._buffers: dict[str, collections.deque[Frame[T]]] = {
-            c: collections.deque(maxlen=queue_size) for c in self._cameras[1:]
-        }
-        self._pending: collections.deque[_Candidate] = collections.deque()
-        self._last_stamp: dict[str, int] = {}
-        self._newest = -(2**63)
+        self._cams: dict[str, _Camera[T]] = {}
+        self._keys: list[Frame[T]] = []  # undecided bundles' key frames, stamp order
+        self._key_stamps: collections.deque[int] = collections.deque(maxlen=_BUFFER)
+        self._last_key: int | None = None  # newest key stamp decided (bundle emitted / dropped)
         self._frames = 0
         self._emitted = 0
         self._resets = 0
         self._drops: dict[DropReason, int] = dict.fromkeys(DropReason, 0)
+        self._missing: collections.Counter[str] = collections.Counter()
+        self._filled: collections.Counter[str] = collections.Counter()
+        self._spread: dict[str, int] = {}
+        self._init_cameras()
 
     @property
     def cameras(self) -> tuple[str, ...]:
         """(N,) camera names; index 0 is the key camera."""
-        return self._cameras
+        return self.cfg.cameras
 
-    def add(self, camera: str, stamp_ns: int, payload: T) -> Bundle[T] | None:
-        """Buffer one frame; return the bundle it completes (newest one), else None."""
+    def _init_cameras(self) -> None:
+        offsets = self.cfg.offsets_ns
+        self._cams = {
+            name: _Camera(0 if i == 0 else (offsets[i] if offsets is not None else None))
+            for i, name in enumerate(self.cfg.cameras)
+        }
+        self._key_stamps.clear()
+        self._keys.clear()
+        self._last_key = None
+        self._spread = {}
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def add(self, camera: str, stamp_ns: int, payload: T) -> list[Bundle[T]]:
+        """Buffer one frame; return the bundles it decides (emitted ones, oldest first)."""
         reset_at: int | None = None
         with self._lock:
             self._frames += 1
-            if camera not in self._cameras:
+            cam = self._cams.get(camera)
+            if cam is None:
                 self._drops[DropReason.UNKNOWN_CAMERA] += 1
-                return None
-            last = self._last_stamp.get(camera)
-            if last is not None and stamp_ns == last:
-                self._drops[DropReason.DUPLICATE_STAMP] += 1
-                return None
-            if last is not None and stamp_ns < last:
+                return []
+            if cam.newest is not None and stamp_ns < cam.newest - self.cfg.jump_back_ns:
                 self._reset_locked()
                 reset_at = stamp_ns
-            self._last_stamp[camera] = stamp_ns
-            self._newest = max(self._newest, stamp_ns)
+                cam = self._cams[camera]
+            if stamp_ns in cam.stamps or stamp_ns == cam.newest:
+                self._drops[DropReason.DUPLICATE_STAMP] += 1
+                return []
             frame = Frame(camera, stamp_ns, payload)
-            if camera == self._cameras[0]:
-                if len(self._pending) == self._queue_size:
-                    self._pending.popleft()
-                    self._drops[DropReason.SUPERSEDED] += 1
-                self._pending.append(_Candidate(stamp_ns, frame))
-            else:
-                self._buffers[camera].append(frame)
-            bundle = self._match_locked()
+            out = self._add_locked(cam, frame)
         if reset_at is not None:
             _LOG.warning("camera %s stamp went backwards to %d ns: sync reset", camera, reset_at)
             if self._on_reset is not None:
                 self._on_reset(reset_at)
-        return bundle
+        return out
+
+    def flush(self) -> list[Bundle[T]]:
+        """The input has ended: decide every pending bundle with the frames that are here."""
+        with self._lock:
+            return self._decide_pending(final=True)
 
     def reset(self) -> None:
-        """Forget all buffered frames and pending candidates (counted as TIME_BACKWARDS)."""
+        """Forget all buffered frames, pending bundles and measured phases."""
         with self._lock:
             self._reset_locked()
 
     def stats(self) -> SyncStats:
-        """Frozen snapshot of the counters."""
+        """Frozen snapshot of the counters and the timing in use."""
         with self._lock:
             return SyncStats(
                 frames_received=self._frames,
                 bundles_emitted=self._emitted,
                 resets=self._resets,
                 drops=MappingProxyType(dict(self._drops)),
+                missing=MappingProxyType(dict(self._missing)),
+                filled=MappingProxyType(dict(self._filled)),
+                period_ns=self._period(),
+                phases_ns=MappingProxyType({n: c.phase for n, c in self._cams.items()}),
+                phase_spread_ns=MappingProxyType(dict(self._spread)),
             )
 
-    # -- internals (lock held) ---------------------------------------------------------------
+    # -- internals (lock held) -----------------------------------------------------------------
 
     def _reset_locked(self) -> None:
-        self._drops[DropReason.TIME_BACKWARDS] += len(self._pending)
-        self._pending.clear()
-        for buf in self._buffers.values():
-            buf.clear()
-        self._last_stamp.clear()
-        self._newest = -(2**63)
+        self._drops[DropReason.TIME_BACKWARDS] += len(self._keys)
         self._resets += 1
+        self._init_cameras()
 
-    def _best_match(self, camera: str, key_ns: int) -> Frame[T] | None:
-        best: Frame[T] | None = None
-        for f in self._buffers[camera]:
-            off = abs(f.stamp_ns - key_ns)
-            if off <= self._slop and (best is None or off < abs(best.stamp_ns - key_ns)):
-                best = f
-        return best
+    def _period(self) -> int | None:
+        return median_period_ns(list(self._key_stamps))
 
-    def _hopeless(self, camera: str, key_ns: int) -> bool:
-        last = self._last_stamp.get(camera)
-        return last is not None and last > key_ns + self._slop
-
-    def _match_locked(self) -> Bundle[T] | None:
-        # Expire candidates that can no longer complete.
-        kept: collections.deque[_Candidate] = collections.deque()
-        for cand in self._pending:
-            if self._newest - cand.stamp_ns > self._timeout:
-                self._drops[DropReason.TIMEOUT] += 1
-            else:
-                kept.append(cand)
-        self._pending = kept
-        # Newest complete candidate wins; older ones are superseded.
-        for idx in range(len(self._pending) - 1, -1, -1):
-            cand = self._pending[idx]
-            matches: list[Frame[T]] = []
-            for cam in self._cameras[1:]:
-                m = self._best_match(cam, cand.stamp_ns)
-                if m is None:
-                    break
-                matches.append(m)
-            if len(matches) == len(self._cameras) - 1:
-                return self._emit_locked(idx, cand, matches)
-        # Nothing complete: drop candidates some camera has already moved past.
-        kept = collections.deque()
-        for cand in self._pending:
-            if any(
-                self._best_match(c, cand.stamp_ns) is None and self._hopeless(c, cand.stamp_ns)
-                for c in self._cameras[1:]
+    def _add_locked(self, cam: _Camera[T], frame: Frame[T]) -> list[Bundle[T]]:
+        stamp = frame.stamp_ns
+        if frame.camera == self.cfg.cameras[0]:
+            if self._last_key is not None and stamp <= self._last_key:
+                self._drops[DropReason.LATE] += 1  # its bundle was decided already
+                return []
+            self._key_stamps.append(stamp)
+            bisect.insort(self._keys, frame, key=lambda f: f.stamp_ns)
+        else:
+            last = self._last_key
+            if (
+                cam.phase is not None
+                and last is not None
+                and stamp - cam.phase <= last + (self.cfg.tolerance_ns)
             ):
-                self._drops[DropReason.INCOMPLETE] += 1
-            else:
-                kept.append(cand)
-        self._pending = kept
-        return None
+                self._drops[DropReason.LATE] += 1  # belongs to a cycle decided already
+                return []
+            cam.insert(frame)
+            if cam.phase is None:
+                cam.samples.append(stamp)
+            cam.recent.append(stamp)
+        cam.newest = stamp if cam.newest is None else max(cam.newest, stamp)
+        self._measure_phases()
+        out = self._decide_pending(final=False)
+        self._evict()
+        return out
 
-    def _emit_locked(self, idx: int, cand: _Candidate, matches: list[Frame[T]]) -> Bundle[T]:
-        self._drops[DropReason.SUPERSEDED] += idx
-        for _ in range(idx + 1):
-            self._pending.popleft()
-        for m in matches:
-            buf = self._buffers[m.camera]
-            while buf and buf[0].stamp_ns <= m.stamp_ns:  # used frame and older ones
-                buf.popleft()
-        self._emitted += 1
-        return Bundle(cand.stamp_ns, (cand.key, *matches))
+    def _evict(self) -> None:
+        """Drop frames that can belong to no undecided or future bundle."""
+        if self._keys:
+            ref = self._keys[0].stamp_ns
+        elif self._last_key is not None:
+            ref = self._last_key + 1
+        else:
+            return
+        for cam in list(self._cams.values())[1:]:
+            if cam.phase is not None:
+                cam.evict_before(ref + cam.phase - self.cfg.fill_tolerance_ns)
 
-
-class QueueClosed(Exception):  # noqa: N818 - reads like the stdlib's queue.Empty / queue.Full
-    """Raised by `LatestQueue.get` once the queue is closed and empty."""
-
-
-class LatestQueue(Generic[T]):
-    """Drop-oldest queue of capacity one: producers never block, the worker gets the newest item.
-
-    `put` replaces an unconsumed item (counted in `dropped`); `get(timeout)` blocks until an item
-    arrives (returns None on timeout) and raises `QueueClosed` after `close()`.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item: T | None = None
-        self._has_item = False
-        self._closed = False
-        self._dropped = 0
-        self._put = 0
-
-    def put(self, item: T) -> bool:
-        """Store `item`; True when an older unconsumed item was dropped. Ignored once closed."""
-        with self._cond:
-            if self._closed:
-                return False
-            replaced = self._has_item
-            if replaced:
-                self._dropped += 1
-            self._item, self._has_item = item, True
-            self._put += 1
-            self._cond.notify()
-            return replaced
-
-    def get(self, timeout: float | None = None) -> T | None:
-        """The newest item (removing it); None after `timeout` s; QueueClosed once closed."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._has_item or self._closed, timeout):
-                return None
-            if self._closed:
-                raise QueueClosed("queue closed")
-            item, self._item, self._has_item = self._item, None, False
-            return item
-
-    def take(self) -> T | None:
-        """Remove and return the unconsumed item without waiting (None when empty or closed);
-        not counted as dropped."""
-        with self._cond:
-            item, self._item, self._has_item = self._item, None, False
-            return item
-
-    def close(self) -> None:
-        """Wake every waiting `get` with QueueClosed; later puts are ignored."""
-        with self._cond:
-            self._closed = True
-            self._item, self._has_item = None, False
-            self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        """True after `close()`."""
-        return self._closed
-
-    @property
-    def dropped(self) -> int:
-        """Items replaced before a consumer got them."""
-        return self._dropped
-
-    @property
-    def put_count(self) -> int:
-        """Items accepted by `put`."""
-        return self._put
-
-
-@dataclass(frozen=True)
-class Released(Generic[T]):
-    """What `PoseWaitList.release` hands back: the item to process now (or None), whether it
-    is handed out only because it waited too long, and the older items it superseded."""
-
-    ready: T | None
-    timed_out: bool
-    superseded: tuple[T, ...]
-
-
-class PoseWaitList(Generic[T]):
-    """Complete bundles waiting for their ego poses (/tf), newest-ready-first (worker only).
-
-    /tf and images travel on different topics, and under load /tf can arrive seconds after the
-    images it belongs to (seen on DDS over localhost with large images in flight). A worker that
-    blocked on each bundle in turn would lose every bundle whose /tf is late; this list keeps up
-    to `capacity` bundles and on each `release(is_ready, now)`:
-
-    * hands out the newest bundle whose poses are available and drops every older one
-      ("superseded": a newer result makes them useless);
-    * when none is ready, hands out the oldest bundle that has waited `max_wait_s`, marked
-      `timed_out` (the caller processes it anyway and reports the real TF error);
-    * when more than `capacity` bundles wait, `add` pushes the oldest out.
-
-    Not thread-safe: one worker thread owns it. `now` is time.monotonic() seconds.
-    """
-
-    def __init__(self, max_wait_s: float, capacity: int = 4) -> None:
-        if max_wait_s < 0 or capacity < 1:
-            raise ValueError(
-                f"max_wait_s must be >= 0 and capacity >= 1, got {max_wait_s}, {capacity}"
+    def _measure_phases(self) -> None:
+        period = self._period()
+        if period is None:
+            return
+        keys = list(self._key_stamps)
+        for name, cam in self._cams.items():
+            if cam.phase is not None:
+                continue
+            est = estimate_phase(keys, cam.samples, period, self.cfg.phase_samples)
+            if est is None:
+                if len(cam.samples) > 4 * _BUFFER:
+                    del cam.samples[: 2 * _BUFFER]
+                continue
+            cam.phase, cam.samples = est.phase_ns, []
+            self._spread[name] = est.spread_ns
+            _LOG.info(
+                "camera %s: trigger phase %+.1f ms after %s (period %.1f ms, spread %.1f ms)",
+                name,
+                est.phase_ns / 1e6,
+                self.cfg.cameras[0],
+                period / 1e6,
+                est.spread_ns / 1e6,
             )
-        self.max_wait_s = max_wait_s
-        self.capacity = capacity
-        self._items: list[tuple[float, T]] = []  # (arrival time, item), oldest first
 
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def add(self, item: T, now: float) -> tuple[T, ...]:
-        """Queue `item` (newest); returns the items pushed out by the capacity."""
-        self._items.append((now, item))
-        overflow = len(self._items) - self.capacity
-        if overflow <= 0:
-            return ()
-        out = tuple(it for _, it in self._items[:overflow])
-        del self._items[:overflow]
+    def _decide_pending(self, *, final: bool) -> list[Bundle[T]]:
+        """Decide pending bundles in key order, up to the first undecided one (all if final)."""
+        out: list[Bundle[T]] = []
+        while len(self._keys) > self.cfg.max_pending:
+            self._last_key = self._keys.pop(0).stamp_ns
+            self._drops[DropReason.OVERFLOW] += 1
+        while self._keys:
+            frames = self._decide_locked(self._keys[0], final=final)
+            if frames is None:
+                break
+            key = self._keys.pop(0)
+            self._last_key = key.stamp_ns
+            bundle = self._complete(key, frames)
+            if bundle is not None:
+                out.append(bundle)
         return out
 
-    def release(self, is_ready: Callable[[T], bool], now: float) -> Released[T]:
-        """The bundle to process now, if any, and the bundles given up on (see the class)."""
-        for i in range(len(self._items) - 1, -1, -1):
-            if is_ready(self._items[i][1]):
-                ready = self._items[i][1]
-                superseded = tuple(it for _, it in self._items[:i])
-                del self._items[: i + 1]
-                return Released(ready, False, superseded)
-        if self._items and now - self._items[0][0] >= self.max_wait_s:
-            _, oldest = self._items.pop(0)
-            return Released(oldest, True, ())
-        return Released(None, False, ())
+    def _unique_in_window(self, cam: _Camera[T]) -> bool:
+        """True when the camera cannot deliver two frames within one tolerance window."""
+        period = median_period_ns(list(cam.recent))
+        return period is not None and period > 2 * self.cfg.tolerance_ns
 
-    def clear(self) -> tuple[T, ...]:
-        """Forget every waiting item (returned)."""
-        out = tuple(it for _, it in self._items)
-        self._items.clear()
-        return out
+    def _decide_locked(self, key: Frame[T], *, final: bool) -> list[Frame[T] | None] | None:
+        """Each camera's frame of the key's cycle (None: missing) once all are decided."""
+        cfg = self.cfg
+        k = key.stamp_ns
+        newest_key = self._key_stamps[-1] if self._key_stamps else k
+        period = self._period()
+        frames: list[Frame[T] | None] = [key]
+        for name in cfg.cameras[1:]:
+            cam = self._cams[name]
+            if cam.phase is None:  # not measured yet: wait while a measurement can come
+                warmup = (cfg.phase_samples + 2) * (period or cfg.timeout_ns)
+                if not final and newest_key <= k + warmup + cfg.timeout_ns:
+                    return None
+                frames.append(None)
+                continue
+            expected = k + cam.phase
+            hit = cam.nearest(expected, cfg.tolerance_ns)
+            newest = cam.newest
+            if hit is not None:
+                settled = newest is not None and newest >= expected
+                if final or settled or self._unique_in_window(cam):
+                    frames.append(hit)
+                    continue
+                return None
+            passed = newest is not None and newest > expected + cfg.tolerance_ns
+            timed_out = newest_key > expected + cfg.tolerance_ns + cfg.timeout_ns
+            if not (final or passed or timed_out):
+                return None
+            frames.append(None)
+        return frames
+
+    def _complete(self, key: Frame[T], frames: list[Frame[T] | None]) -> Bundle[T] | None:
+        missing = [n for n, f in zip(self.cfg.cameras, frames, strict=True) if f is None]
+        for name in missing:
+            self._missing[name] += 1
+        if missing and self.cfg.missing is MissingRule.FILL:
+            for i, name in enumerate(self.cfg.cameras):
+                cam = self._cams[name]
+                if frames[i] is None and cam.phase is not None:
+                    frames[i] = cam.nearest(key.stamp_ns + cam.phase, self.cfg.fill_tolerance_ns)
+            if all(f is not None for f in frames):
+                for name in missing:
+                    self._filled[name] += 1
+                self._emitted += 1
+                return Bundle(key.stamp_ns, tuple(f for f in frames if f), tuple(missing))
+        if missing:
+            self._drops[DropReason.MISSING] += 1
+            return None
+        self._emitted += 1
+        return Bundle(key.stamp_ns, tuple(f for f in frames if f))
+
+
+def describe_phases(stats: SyncStats) -> dict[str, Any]:
+    """Plain values for diagnostics: period and each camera's phase in milliseconds."""
+    out: dict[str, Any] = {"period_ms": None if stats.period_ns is None else stats.period_ns / 1e6}
+    for name, phase in stats.phases_ns.items():
+        out[name] = None if phase is None else phase / 1e6
+    return out

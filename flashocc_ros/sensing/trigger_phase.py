@@ -1,0 +1,76 @@
+"""Trigger phase of each camera measured from the streams: its usual offset from the key camera.
+In: header stamps (ns) of the key camera and of one other camera. Out: period and phase (ns).
+
+On a triggered rig every camera fires once per cycle of the key camera, a fixed time after it
+(nuScenes: 0, 8, 17, 25, 33, 42 ms). The phase of a camera is that offset, taken in
+[-period/2, period/2): a camera firing 42 ms after the key camera of a 12 Hz rig has phase +42 ms,
+and its frame of key cycle k is the one nearest `key stamp + phase`, although its previous frame
+lies only 41 ms before the key stamp.
+
+The estimate is a circular mean of the camera's offsets from the nearest key stamp, wrapped by the
+key period, over the first `samples` frames that have key stamps on both sides. Which frames
+qualify depends only on the stamps, not on the order in which the two streams arrive.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+def median_period_ns(stamps: Sequence[int]) -> int | None:
+    """Median difference of consecutive sorted stamps (ns); None with fewer than 3 stamps.
+
+    The median ignores a dropped frame (one difference of two periods) while most are present.
+    """
+    if len(stamps) < 3:
+        return None
+    ordered = sorted(stamps)
+    diffs = [b - a for a, b in itertools.pairwise(ordered) if b > a]
+    return int(statistics.median(diffs)) if diffs else None
+
+
+def wrap_offset(offset_ns: float, period_ns: int) -> float:
+    """`offset` wrapped into [-period/2, period/2)."""
+    return offset_ns - period_ns * math.floor(offset_ns / period_ns + 0.5)
+
+
+@dataclass(frozen=True)
+class PhaseEstimate:
+    """A measured trigger phase and how well the samples agree with it."""
+
+    phase_ns: int  # offset from the key camera's stamp, in [-period/2, period/2)
+    spread_ns: int  # largest |sample offset - phase|: trigger jitter plus key jitter
+    samples: int  # frames it was measured from
+
+
+def estimate_phase(
+    key_stamps: Sequence[int], stamps: Sequence[int], period_ns: int, samples: int
+) -> PhaseEstimate | None:
+    """Phase of a camera from its `stamps` against `key_stamps` (both any order, ns).
+
+    Uses the first `samples` stamps (in stamp order) that lie between the first and the last key
+    stamp; None while fewer qualify or without a period.
+    """
+    if period_ns <= 0 or not key_stamps:
+        return None
+    keys = sorted(key_stamps)
+    lo, hi = keys[0], keys[-1]
+    chosen = [s for s in sorted(stamps) if lo <= s <= hi][:samples]
+    if len(chosen) < samples:
+        return None
+    offsets = []
+    j = 0
+    for s in chosen:  # nearest key stamp by a merge walk over the two sorted lists
+        while j + 1 < len(keys) and keys[j + 1] <= s:
+            j += 1
+        nearest = keys[j] if j + 1 == len(keys) or s - keys[j] <= keys[j + 1] - s else keys[j + 1]
+        offsets.append(wrap_offset(s - nearest, period_ns))
+    angle = [2.0 * math.pi * o / period_ns for o in offsets]
+    mean = math.atan2(sum(map(math.sin, angle)), sum(map(math.cos, angle)))
+    phase = wrap_offset(mean / (2.0 * math.pi) * period_ns, period_ns)
+    spread = max(abs(wrap_offset(o - phase, period_ns)) for o in offsets)
+    return PhaseEstimate(round(phase), round(spread), len(chosen))
