@@ -3,8 +3,11 @@ In: (parent, child, stamp ns, translation xyz, quaternion xyzw) samples. Out: (4
 
 `lookup(target, source, stamp)` returns the homogeneous matrix ``T_target<-source`` (it maps
 points expressed in `source` into `target`), composed along the tree through the common ancestor;
-dynamic links are interpolated at the stamp (linear translation, quaternion slerp). Each child has
-one parent (a tree, as in tf2). Thread-safe.
+dynamic links are interpolated at the stamp between the samples on both sides (linear translation,
+quaternion slerp), as tf2's buffer does, and a stamp outside a link's samples raises, as in tf2.
+A sample is never held: a caller that accepts extrapolation asks for it explicitly
+(`extrapolate_ns`), and gets the motion of the link's two nearest samples carried on at constant
+velocity, for at most that long. Each child has one parent (a tree, as in tf2). Thread-safe.
 """
 
 from __future__ import annotations
@@ -74,7 +77,8 @@ def invert_transform(m: F64) -> F64:
 
 
 def slerp(q0: F64, q1: F64, alpha: float) -> F64:
-    """Slerp of unit quaternions (4,) xyzw along the shorter arc; alpha in [0, 1] -> (4,)."""
+    """Slerp of unit quaternions (4,) xyzw along the shorter arc -> (4,); alpha in [0, 1]
+    interpolates, outside it carries the rotation on along the same arc (extrapolation)."""
     q0 = np.asarray(q0, dtype=np.float64)
     q1 = np.asarray(q1, dtype=np.float64)
     dot = float(np.dot(q0, q1))
@@ -119,23 +123,19 @@ class TfBuffer:
         self,
         cache_ns: int = 10_000_000_000,
         *,
-        tolerance_ns: int = 0,
         max_samples_per_link: int = 10_000,
         jump_back_ns: int = 1_000_000_000,
     ) -> None:
         """cache_ns: how long dynamic samples are kept behind the newest one of their link;
-        tolerance_ns: how far a lookup may lie outside a link's samples (clamped to the edge);
         max_samples_per_link: hard memory cap per dynamic link (oldest dropped first);
         jump_back_ns: a sample this much older than its link's newest restarts the link.
         """
-        if cache_ns <= 0 or tolerance_ns < 0 or max_samples_per_link < 2 or jump_back_ns <= 0:
-            raise ValueError(
-                "need cache_ns > 0, tolerance_ns >= 0, max_samples_per_link >= 2, jump_back_ns > 0"
-            )
+        if cache_ns <= 0 or max_samples_per_link < 2 or jump_back_ns <= 0:
+            raise ValueError("need cache_ns > 0, max_samples_per_link >= 2, jump_back_ns > 0")
         self._jump = int(jump_back_ns)
         self.jumps = 0  # backward time jumps seen (links restarted)
+        self.repeated = 0  # samples that replaced one of the same link and stamp
         self._cache = int(cache_ns)
-        self._tol = int(tolerance_ns)
         self._max = max_samples_per_link
         self._links: dict[str, _Link] = {}
         self._lock = threading.RLock()
@@ -190,7 +190,10 @@ class TfBuffer:
             return  # older than the cache window: useless
         i = bisect.bisect_left(link.stamps, stamp_ns)
         if i < len(link.stamps) and link.stamps[i] == stamp_ns:
-            link.translations[i], link.rotations[i] = t, q  # same stamp: latest wins
+            # Same stamp again: the new sample replaces it (tf2 keeps both, and then answers an
+            # exact lookup with the newer one but interpolates with either).
+            link.translations[i], link.rotations[i] = t, q
+            self.repeated += 1
             return
         link.stamps.insert(i, stamp_ns)
         link.translations.insert(i, t)
@@ -212,18 +215,24 @@ class TfBuffer:
         with self._lock:
             return frozenset(self._links) | {lk.parent for lk in self._links.values()}
 
-    def can_transform(self, target_frame: str, source_frame: str, stamp_ns: int) -> bool:
+    def can_transform(
+        self, target_frame: str, source_frame: str, stamp_ns: int, extrapolate_ns: int = 0
+    ) -> bool:
         """True when `lookup` would succeed."""
         try:
-            self.lookup(target_frame, source_frame, stamp_ns)
+            self.lookup(target_frame, source_frame, stamp_ns, extrapolate_ns)
         except TransformError:
             return False
         return True
 
-    def lookup(self, target_frame: str, source_frame: str, stamp_ns: int) -> F64:
+    def lookup(
+        self, target_frame: str, source_frame: str, stamp_ns: int, extrapolate_ns: int = 0
+    ) -> F64:
         """(4, 4) float64 T_target<-source at `stamp_ns`; stamp 0 = latest common time.
 
-        Raises UnknownFrameError, ConnectivityError or ExtrapolationError (all TransformError).
+        `extrapolate_ns` > 0 allows a stamp up to that far outside a dynamic link's samples
+        (constant velocity from its two nearest samples). Raises UnknownFrameError,
+        ConnectivityError or ExtrapolationError (all TransformError).
         """
         target, source = _normalise_frame(target_frame), _normalise_frame(source_frame)
         with self._lock:
@@ -247,8 +256,8 @@ class TfBuffer:
             path_t = up_t[: ancestors_t[common]]
             if stamp_ns == 0:
                 stamp_ns = self._latest_common(path_s + path_t)
-            m_common_s = self._compose(path_s, stamp_ns)
-            m_common_t = self._compose(path_t, stamp_ns)
+            m_common_s = self._compose(path_s, stamp_ns, extrapolate_ns)
+            m_common_t = self._compose(path_t, stamp_ns, extrapolate_ns)
         return invert_transform(m_common_t) @ m_common_s
 
     def _chain(self, frame: str) -> list[str]:
@@ -264,31 +273,32 @@ class TfBuffer:
         dyn = [self._links[c].stamps[-1] for c in children if not self._links[c].static]
         return min(dyn) if dyn else 0
 
-    def _compose(self, children: list[str], stamp_ns: int) -> F64:
+    def _compose(self, children: list[str], stamp_ns: int, extrapolate_ns: int) -> F64:
         """Product top <- child[0] along a chain of children (child[i+1] is parent of child[i])."""
         m = np.eye(4)
         for child in children:
-            m = self._sample(child, stamp_ns) @ m
+            m = self._sample(child, stamp_ns, extrapolate_ns) @ m
         return m
 
-    def _sample(self, child: str, stamp_ns: int) -> F64:
+    def _sample(self, child: str, stamp_ns: int, extrapolate_ns: int) -> F64:
         link = self._links[child]
         if link.static:
             return transform_matrix(link.translations[0], link.rotations[0])
         st = link.stamps
-        if stamp_ns < st[0] - self._tol or stamp_ns > st[-1] + self._tol:
-            direction = "past" if stamp_ns < st[0] else "future"
-            raise ExtrapolationError(
-                f"lookup of {link.parent!r} <- {child!r} at {stamp_ns} ns would extrapolate "
-                f"into the {direction}: samples cover [{st[0]}, {st[-1]}] ns "
-                f"(tolerance {self._tol} ns)"
-            )
         i = bisect.bisect_left(st, stamp_ns)
         if i < len(st) and st[i] == stamp_ns:
             return transform_matrix(link.translations[i], link.rotations[i])
-        if i == 0 or i == len(st):  # within tolerance outside the range: clamp
-            j = 0 if i == 0 else len(st) - 1
-            return transform_matrix(link.translations[j], link.rotations[j])
+        if i == 0 or i == len(st):
+            beyond = st[0] - stamp_ns if i == 0 else stamp_ns - st[-1]
+            if beyond > extrapolate_ns or len(st) < 2:
+                direction = "past" if i == 0 else "future"
+                raise ExtrapolationError(
+                    f"lookup of {link.parent!r} <- {child!r} at {stamp_ns} ns would extrapolate "
+                    f"{beyond / 1e6:.1f} ms into the {direction}: samples cover "
+                    f"[{st[0]}, {st[-1]}] ns (extrapolation allowed: "
+                    f"{extrapolate_ns / 1e6:.1f} ms)"
+                )
+            i = 1 if i == 0 else len(st) - 1  # the two nearest samples, carried on
         t0, t1 = st[i - 1], st[i]
         alpha = (stamp_ns - t0) / (t1 - t0)
         tr = link.translations[i - 1] + alpha * (link.translations[i] - link.translations[i - 1])

@@ -325,3 +325,18 @@ def test_phase_estimate_near_half_a_period_and_with_drops(phase_ms: int) -> None
     assert abs(wrap_offset(est.phase_ns - phase_ms * MS, 100 * MS)) <= 3 * MS
     assert est.spread_ns <= 9 * MS  # key and camera jitter, plus the estimate's own error
     assert estimate_phase(keys[:2], cam, 100 * MS, 8) is None  # too few frames between keys
+
+
+def test_a_camera_faster_than_the_window_waits_for_the_nearest_frame() -> None:
+    """A 100 Hz camera delivers two frames within one 15 ms window: the nearest one counts,
+    which is known only once a frame at or after the expected stamp has arrived."""
+    sync: BundleSynchronizer[str] = BundleSynchronizer(
+        SyncConfig(("key", "fast"), offsets_ns=(0, 0))
+    )
+    for t in range(0, 200, 10):  # establishes the camera's 10 ms period
+        sync.add("fast", t * MS + 3 * MS, f"f{t}")
+    assert sync.add("key", 300 * MS, "k") == []
+    assert sync.add("fast", 288 * MS, "too early") == []  # in the window, a nearer one may come
+    assert sync.add("fast", 298 * MS, "nearest") == []
+    [bundle] = sync.add("fast", 308 * MS, "after")
+    assert bundle.payloads == ("k", "nearest")

@@ -177,7 +177,7 @@ def test_max_samples_cap() -> None:
 
 
 def test_errors_name_frames_and_times() -> None:
-    buf = TfBuffer(tolerance_ns=10)
+    buf = TfBuffer()
     buf.set_transform("odom", "base_link", 100, (0, 0, 0), (0, 0, 0, 1))
     buf.set_transform("odom", "base_link", 200, (1, 0, 0), (0, 0, 0, 1))
     buf.set_transform("other_root", "thing", 0, (0, 0, 0), (0, 0, 0, 1), static=True)
@@ -186,15 +186,35 @@ def test_errors_name_frames_and_times() -> None:
     with pytest.raises(ConnectivityError, match="not connected"):
         buf.lookup("thing", "base_link", 150)
     with pytest.raises(ExtrapolationError, match=r"future.*\[100, 200\]"):
-        buf.lookup("odom", "base_link", 211)
+        buf.lookup("odom", "base_link", 201)
     with pytest.raises(ExtrapolationError, match="past"):
-        buf.lookup("base_link", "odom", 89)
+        buf.lookup("base_link", "odom", 99)
     assert isinstance(ExtrapolationError("x"), LookupError)
     assert issubclass(UnknownFrameError, TransformError)
-    # within tolerance: clamped to the edge sample
-    assert buf.lookup("odom", "base_link", 205)[0, 3] == 1.0
     assert buf.can_transform("odom", "base_link", 150)
-    assert not buf.can_transform("odom", "base_link", 500)
+    assert not buf.can_transform("odom", "base_link", 201)
+
+
+def test_no_sample_is_held_extrapolation_is_explicit_and_bounded() -> None:
+    """Beyond the samples a lookup fails unless extrapolation is asked for; then the motion of
+    the two nearest samples goes on at constant velocity (translation and rotation), never a
+    held edge sample, and only as far as allowed."""
+    buf = TfBuffer()
+    yaw = lambda a: (0.0, 0.0, math.sin(a / 2), math.cos(a / 2))  # noqa: E731
+    buf.set_transform("odom", "base_link", 100, (0, 0, 0), yaw(0.0))
+    buf.set_transform("odom", "base_link", 200, (1, 0, 0), yaw(0.1))
+    m = buf.lookup("odom", "base_link", 250, extrapolate_ns=50)
+    assert m[0, 3] == pytest.approx(1.5)
+    assert math.atan2(m[1, 0], m[0, 0]) == pytest.approx(0.15)
+    before = buf.lookup("odom", "base_link", 60, extrapolate_ns=50)
+    assert before[0, 3] == pytest.approx(-0.4)
+    with pytest.raises(ExtrapolationError, match=r"allowed: 0\.0 ms"):
+        buf.lookup("odom", "base_link", 251, extrapolate_ns=50)
+    single = TfBuffer()
+    single.set_transform("odom", "base_link", 100, (0, 0, 0), (0, 0, 0, 1))
+    with pytest.raises(ExtrapolationError):  # one sample: nothing to carry on
+        single.lookup("odom", "base_link", 101, extrapolate_ns=10**9)
+    assert single.lookup("odom", "base_link", 100)[0, 3] == 0.0
 
 
 def test_latest_common_time_and_leading_slash() -> None:
@@ -206,13 +226,14 @@ def test_latest_common_time_and_leading_slash() -> None:
     assert buf.frames() == {"map", "odom", "base_link"}
 
 
-def test_out_of_order_insert_and_same_stamp_overwrite() -> None:
+def test_out_of_order_insert_and_a_repeated_stamp_replaces() -> None:
     buf = TfBuffer()
     buf.set_transform("odom", "base_link", 300, (3, 0, 0), (0, 0, 0, 1))
     buf.set_transform("odom", "base_link", 100, (1, 0, 0), (0, 0, 0, 1))
     buf.set_transform("odom", "base_link", 200, (5, 0, 0), (0, 0, 0, 1))
-    buf.set_transform("odom", "base_link", 200, (2, 0, 0), (0, 0, 0, 1))
+    buf.set_transform("odom", "base_link", 200, (2, 0, 0), (0, 0, 0, 1))  # repeated: replaces
     assert buf.lookup("odom", "base_link", 250)[0, 3] == pytest.approx(2.5)
+    assert buf.repeated == 1
 
 
 def test_rejects_bad_input() -> None:
