@@ -8,7 +8,9 @@ generated from `NodeConfig` (`python -m flashocc_ros.node_config`) and a test ke
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,17 +29,35 @@ _ENUMS: dict[str, tuple[str, ...]] = {
     "output_reliability": ("best_effort", "reliable"),
     "engine_mismatch": ("refuse", "rebuild"),
 }
+_ENUMS["sync_missing"] = ("drop", "fill")
 _MIN: dict[str, float] = {
-    "sync_slop_s": 0.001,
+    "sync_tolerance_s": 0.001,
+    "sync_timeout_s": 0.01,
+    "sync_fill_tolerance_s": 0.001,
     "history_spacing_s": 0.05,
     "history_max_gap_s": 0.1,
-    "tf_tolerance_s": 0.0,
+    "tf_extrapolation_s": 0.0,
     "tf_timeout_s": 0.0,
     "input_queue_depth": 1,
     "output_queue_depth": 1,
     "marker_max_voxels": 0,
     "max_image_pixels": 1,
     "diagnostics_period_s": 0.1,
+}
+
+
+#: Upper bounds: beyond them a value is a mistake (a timeout of hours, a tolerance of a second).
+_MAX: dict[str, float] = {
+    "sync_tolerance_s": 0.25,
+    "sync_timeout_s": 10.0,
+    "sync_fill_tolerance_s": 0.5,
+    "tf_timeout_s": 10.0,
+    "tf_extrapolation_s": 1.0,
+    "history_spacing_s": 10.0,
+    "history_max_gap_s": 60.0,
+    "diagnostics_period_s": 60.0,
+    "input_queue_depth": 1000,
+    "output_queue_depth": 1000,
 }
 
 
@@ -110,22 +130,60 @@ class NodeConfig:
         default="base_link", metadata=_doc("Ego frame of the output grids (header.frame_id).")
     )
     odom_frame: str = field(
-        default="odom", metadata=_doc("Odometry frame for ego poses at each camera stamp.")
-    )
-    sync_slop_s: float = field(
-        default=0.1,
-        metadata=_doc("A bundle is complete when every camera is within this of camera 0."),
-    )
-    tf_timeout_s: float = field(
-        default=1.0,
+        default="odom",
         metadata=_doc(
-            "How long a complete bundle may wait for /tf at its stamps before it is processed "
-            "anyway (and fails with the TF error), seconds. Newer bundles are not held up."
+            "Odometry frame: the ego pose (odom <- ego) is interpolated from /tf at each "
+            "camera's stamp and each camera is placed in the key camera's ego frame. '' = no "
+            "odometry: static extrinsics only (single-frame models)."
         ),
     )
-    tf_tolerance_s: float = field(
+    camera_offsets_s: tuple[float, ...] = field(
+        default=(),
+        metadata=_doc(
+            "Trigger offset of each camera after the key camera (camera_names order, first 0), "
+            "seconds; [] = measured from the streams at start and after a time jump (logged and "
+            "in diagnostics). A camera's frame of a cycle is the one nearest key stamp + offset."
+        ),
+    )
+    sync_tolerance_s: float = field(
+        default=0.015,
+        metadata=_doc(
+            "Largest distance of a camera's frame from its expected stamp (key stamp + offset), "
+            "seconds; keep it below half the frame period."
+        ),
+    )
+    sync_timeout_s: float = field(
+        default=0.5,
+        metadata=_doc(
+            "A camera's frame is given up once the key camera's stamps are this far past its "
+            "expected stamp (a silent or lagging camera), seconds."
+        ),
+    )
+    sync_missing: str = field(
+        default="drop",
+        metadata=_doc(
+            "A cycle without some camera's frame: drop (no grid) or fill (use that camera's "
+            "frame nearest its expected stamp within sync_fill_tolerance_s; counted)."
+        ),
+    )
+    sync_fill_tolerance_s: float = field(
+        default=0.1,
+        metadata=_doc("sync_missing fill: largest distance of a stand-in frame, seconds."),
+    )
+    tf_timeout_s: float = field(
+        default=0.5,
+        metadata=_doc(
+            "How long a complete bundle waits for /tf samples on both sides of every camera "
+            "stamp before it is processed with extrapolation (tf_extrapolation_s) or dropped, "
+            "seconds. Newer bundles are not held up."
+        ),
+    )
+    tf_extrapolation_s: float = field(
         default=0.05,
-        metadata=_doc("An image stamp may lie this far beyond the newest /tf sample, seconds."),
+        metadata=_doc(
+            "After tf_timeout_s, how far past the /tf samples a pose may be extrapolated "
+            "(constant velocity; counted), seconds; 0 = never."
+        ),
     )
     history_spacing_s: float = field(
         default=0.5, metadata=_doc("Temporal models: age of the past frame to fuse, seconds.")
@@ -177,6 +235,15 @@ class NodeConfig:
     )
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            values = value if isinstance(value, tuple) else (value,)
+            bad = [v for v in values if isinstance(v, float) and not math.isfinite(v)]
+            if bad:
+                raise ConfigError(f"parameter {f.name}={value!r}: must be a finite number")
+        for name, hi in _MAX.items():
+            if getattr(self, name) > hi:
+                raise ConfigError(f"parameter {name}={getattr(self, name)}: must be <= {hi}")
         for name, allowed in _ENUMS.items():
             if getattr(self, name) not in allowed:
                 value = getattr(self, name)
@@ -191,14 +258,28 @@ class NodeConfig:
         unknown = sorted(set(self.compressed_cameras) - set(self.camera_names))
         if unknown:
             raise ConfigError(f"parameter compressed_cameras: unknown cameras {unknown}")
-        for name in ("ego_frame", "odom_frame"):
-            if not getattr(self, name) or getattr(self, name).startswith("/"):
-                raise ConfigError(f"parameter {name}: must be a non-empty frame id without '/'")
+        if not self.ego_frame or self.ego_frame.startswith("/"):
+            raise ConfigError("parameter ego_frame: must be a non-empty frame id without '/'")
+        if self.odom_frame.startswith("/"):
+            raise ConfigError("parameter odom_frame: must be a frame id without '/' (or '')")
         if self.ego_frame == self.odom_frame:
             raise ConfigError("parameters ego_frame and odom_frame must differ")
+        offsets = self.camera_offsets_s
+        if offsets and (len(offsets) != len(self.camera_names) or offsets[0] != 0.0):
+            raise ConfigError(
+                f"parameter camera_offsets_s: needs one offset per camera "
+                f"({len(self.camera_names)}), the first (key camera) 0.0, got {list(offsets)}"
+            )
+        if any(abs(o) > 0.5 for o in offsets):
+            raise ConfigError("parameter camera_offsets_s: offsets must lie within +-0.5 s")
+        if self.sync_fill_tolerance_s < self.sync_tolerance_s:
+            raise ConfigError("parameter sync_fill_tolerance_s: must be >= sync_tolerance_s")
 
     def replace(self, **changes: Any) -> NodeConfig:
         return dataclasses.replace(self, **changes)
+
+
+_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(NodeConfig)}
 
 
 def input_topics(camera: str) -> tuple[str, str]:
@@ -207,20 +288,46 @@ def input_topics(camera: str) -> tuple[str, str]:
     return f"{base}/image", f"{base}/camera_info"
 
 
+def array_item_type(name: str) -> str | None:
+    """'string' or 'double' for a list parameter, None for a scalar one."""
+    kind = str(_FIELDS[name].type)
+    return {"tuple[str, ...]": "string", "tuple[float, ...]": "double"}.get(kind)
+
+
 def _type_name(f: dataclasses.Field[Any]) -> str:
-    return str(f.type).replace("tuple[str, ...]", "string[]")
+    item = array_item_type(f.name)
+    return f"{item}[]" if item else str(f.type)
+
+
+def closest_names(name: str) -> list[str]:
+    """Known parameter names that look like `name` (for "did you mean" messages)."""
+    return difflib.get_close_matches(name, list(_FIELDS), n=2, cutoff=0.6)
+
+
+def unknown_parameters_message(names: Sequence[str]) -> str:
+    """One line naming unknown parameters and, where one looks alike, the known name."""
+    parts = []
+    for n in sorted(names):
+        near = closest_names(n)
+        parts.append(f"{n} (did you mean {' or '.join(near)}?)" if near else n)
+    return f"unknown parameters: {', '.join(parts)}"
 
 
 def node_config_from_mapping(values: Mapping[str, Any]) -> NodeConfig:
     """Validated NodeConfig from parameter values; unknown names and wrong types are refused."""
-    fields = {f.name: f for f in dataclasses.fields(NodeConfig)}
-    unknown = sorted(set(values) - set(fields))
+    unknown = sorted(set(values) - set(_FIELDS))
     if unknown:
-        raise ConfigError(f"unknown parameters: {', '.join(unknown)}")
+        raise ConfigError(unknown_parameters_message(unknown))
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
-        default = fields[name].default
-        if isinstance(default, tuple):
+        default = _FIELDS[name].default
+        if array_item_type(name) == "double":
+            if isinstance(value, str) or not isinstance(value, list | tuple):
+                raise ConfigError(f"parameter {name}: must be a list of numbers")
+            if any(isinstance(v, bool) or not isinstance(v, int | float) for v in value):
+                raise ConfigError(f"parameter {name}: must be a list of numbers, got {value!r}")
+            kwargs[name] = tuple(float(v) for v in value)
+        elif isinstance(default, tuple):
             if isinstance(value, str) or not isinstance(value, list | tuple):
                 raise ConfigError(f"parameter {name}: must be a list of strings")
             kwargs[name] = tuple(str(v) for v in value)
@@ -291,7 +398,8 @@ def json_schema() -> dict[str, Any]:
         d = f.default
         prop: dict[str, Any] = {"description": f.metadata["doc"]}
         if isinstance(d, tuple):
-            prop.update(type="array", items={"type": "string"}, default=list(d))
+            item = "number" if array_item_type(f.name) == "double" else "string"
+            prop.update(type="array", items={"type": item}, default=list(d))
         elif isinstance(d, bool):
             prop.update(type="boolean", default=d)
         elif isinstance(d, int):

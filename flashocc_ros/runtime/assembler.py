@@ -1,15 +1,14 @@
 """Turns a synchronised bundle of raw camera frames + TF into pipeline inputs (ROS-free).
-In: per camera (stamp, RawImage) + CameraInfo values + a TfBuffer. Out: list[CameraInput].
+In: per camera (stamp, RawImage), a CameraInfoStore and a TfBuffer. Out: list[CameraInput].
 
-Shared by the node and the offline replay tool so both feed the pipeline identically. The N
-images of a bundle are decoded in a small thread pool (`decode_all`; OpenCV releases the GIL, so
-JPEG decoding uses every core); `decode_all_reference` is the plain sequential loop beside it.
+Part of the front end (`runtime.frontend`) the node and offline replay share. The N images of a
+bundle are decoded in a small thread pool (`decode_all`; OpenCV releases the GIL, so JPEG
+decoding uses every core); `decode_all_reference` is the plain sequential loop beside it.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from flashocc_ros.runtime.pipeline import CameraInput, PipelineError
+from flashocc_ros.sensing.camera_info import CameraInfoStore
 from flashocc_ros.sensing.image_decode import ImageDecodeError, decode_compressed, decode_image
 from flashocc_ros.sensing.tf_buffer import TfBuffer, TransformError
 
@@ -39,75 +39,32 @@ class RawImage:
         return bool(self.format)
 
 
-@dataclass(frozen=True)
-class CameraIntrinsics:
-    """The part of a CameraInfo the pipeline uses."""
-
-    width: int  # px, image size the intrinsics belong to
-    height: int  # px
-    k: tuple[float, ...]  # row-major 3x3 K
-    frame_id: str
-
-    def matrix(self) -> np.ndarray:
-        return np.asarray(self.k, dtype=np.float64).reshape(3, 3)
-
-
 class BundleAssembler:
-    """Decodes images, checks them against CameraInfo and looks up TF at each camera's stamp."""
+    """Decodes images, pairs each with its CameraInfo and looks up TF at each camera's stamp."""
 
     def __init__(
         self,
         camera_names: Sequence[str],
         tf: TfBuffer,
+        infos: CameraInfoStore,
         *,
         ego_frame: str = "base_link",
         odom_frame: str = "odom",
         max_pixels: int = 16_000_000,
         decode_threads: int = 0,
     ) -> None:
-        """decode_threads: images decoded in parallel; 0 = one per camera up to the CPU count,
-        1 = sequential (`decode_all_reference`)."""
+        """odom_frame: '' = no odometry (static extrinsics, no ego poses); decode_threads:
+        images decoded in parallel; 0 = one per camera up to the CPU count, 1 = sequential
+        (`decode_all_reference`)."""
         self.camera_names = tuple(camera_names)
         self.tf = tf
+        self.infos = infos
         self.ego_frame = ego_frame
         self.odom_frame = odom_frame
         self.max_pixels = max_pixels
-        self._infos: dict[str, CameraIntrinsics] = {}
-        self._lock = threading.Condition()
         cpus = os.cpu_count() or 1
         self.decode_threads = decode_threads or min(len(self.camera_names), cpus)
         self._pool: ThreadPoolExecutor | None = None
-
-    def set_camera_info(self, camera: str, info: CameraIntrinsics) -> None:
-        """Store the latest intrinsics of `camera` (refused when K is not usable)."""
-        k = info.matrix()
-        if not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0:
-            raise PipelineError(f"camera {camera}: CameraInfo K has zero/NaN focal lengths")
-        if info.width <= 0 or info.height <= 0:
-            raise PipelineError(f"camera {camera}: CameraInfo has no image size")
-        with self._lock:
-            self._infos[camera] = info
-            self._lock.notify_all()
-
-    def wait_for_camera_info(self, timeout_s: float) -> bool:
-        """Block until every camera has CameraInfo (True) or `timeout_s` passes (False).
-
-        Drivers publish CameraInfo right after the image, so the very first bundle can be
-        complete before its last CameraInfo arrives; the node waits this long for it.
-        """
-        with self._lock:
-            return self._lock.wait_for(
-                lambda: all(n in self._infos for n in self.camera_names), timeout_s
-            )
-
-    def poses_available(self, stamps_ns: Sequence[int]) -> bool:
-        """True when odom <- ego can be looked up at every stamp.
-
-        Images and /tf travel on different topics: a bundle can complete before the /tf
-        samples around its last camera's stamp have arrived (tf2's canTransform); the node
-        keeps such bundles in a `PoseWaitList` until this turns True or they time out.
-        """
-        return all(self.tf.can_transform(self.odom_frame, self.ego_frame, s) for s in stamps_ns)
 
     def decode(self, camera: str, image: RawImage) -> np.ndarray:
         """(H, W, 3) uint8 BGR; ImageDecodeError names the camera and the problem."""
@@ -149,11 +106,14 @@ class BundleAssembler:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def assemble(self, frames: Sequence[tuple[str, int, RawImage]]) -> list[CameraInput]:
+    def assemble(
+        self, frames: Sequence[tuple[str, int, RawImage]], extrapolate_ns: int = 0
+    ) -> list[CameraInput]:
         """(camera, stamp_ns, image) per camera, any order -> CameraInputs in model order.
 
         Checks run stage by stage over all cameras: CameraInfo present, images decoded (in
-        parallel), image size vs CameraInfo and TF per camera.
+        parallel), image size vs CameraInfo and TF per camera (interpolated at its stamp;
+        `extrapolate_ns` > 0 allows that far beyond the /tf samples).
         """
         by_name = {name: (stamp, img) for name, stamp, img in frames}
         missing = [n for n in self.camera_names if n not in by_name]
@@ -161,8 +121,7 @@ class BundleAssembler:
             raise PipelineError(f"bundle lacks cameras {missing}")
         infos = []
         for name in self.camera_names:
-            with self._lock:
-                info = self._infos.get(name)
+            info = self.infos.select(name, by_name[name][0])
             if info is None:
                 raise PipelineError(f"camera {name}: no CameraInfo received yet")
             infos.append(info)
@@ -177,8 +136,12 @@ class BundleAssembler:
                 )
             frame = raw.frame_id or info.frame_id
             try:
-                extrinsic = self.tf.lookup(self.ego_frame, frame, stamp)
-                pose = self.tf.lookup(self.odom_frame, self.ego_frame, stamp)
+                extrinsic = self.tf.lookup(self.ego_frame, frame, stamp, extrapolate_ns)
+                pose = (
+                    self.tf.lookup(self.odom_frame, self.ego_frame, stamp, extrapolate_ns)
+                    if self.odom_frame
+                    else None
+                )
             except TransformError as err:
                 raise TransformError(f"camera {name}: {err}") from err
             out.append(CameraInput(name, image, info.matrix(), extrinsic, pose, stamp))

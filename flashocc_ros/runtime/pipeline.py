@@ -45,12 +45,17 @@ class CameraInput:
 
 @dataclass(frozen=True)
 class OccupancyResult:
-    """Occupancy of one bundle in the key-ego frame (the base_link at camera 0's stamp)."""
+    """Occupancy of one bundle in the key-ego frame (the base_link at camera 0's stamp), and
+    what it was computed from."""
 
     stamp_ns: int  # bundle stamp = camera 0 stamp
     labels: np.ndarray  # (X, Y, Z) uint8 class per voxel, Occ3D [x][y][z]
     confidence: np.ndarray | None  # (X, Y, Z) uint8 round(255 · p(label)), or None
     timings_ms: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
+    camera_names: tuple[str, ...] = ()  # (N,) model order, key camera first
+    camera_stamps_ns: tuple[int, ...] = ()  # (N,) stamp of the image used per camera
+    ego_pose: np.ndarray | None = None  # (4, 4) float64 odom <- ego at stamp_ns; None: no odom
+    camera_poses: np.ndarray | None = None  # (N, 4, 4) float64 key ego <- camera optical frame
 
 
 def key_ego_extrinsics(cameras: Sequence[CameraInput]) -> np.ndarray:
@@ -96,17 +101,20 @@ class OccupancyPipeline:
         self.history_resets: dict[str, int] = {}  # reason -> count (temporal models)
 
     def calibration(
-        self, cameras: Sequence[CameraInput], post: tuple[torch.Tensor, ...]
+        self,
+        cameras: Sequence[CameraInput],
+        post: tuple[torch.Tensor, ...],
+        key_ego: np.ndarray | None = None,
     ) -> Calibration:
         """Calibration (B = 1) of a bundle from its cameras and their augmentation matrices.
 
-        Single-frame models get key-ego folded extrinsics; temporal models get the static ones
-        (their history folds the poses itself).
+        Single-frame models get key-ego folded extrinsics (`key_ego`, computed here when not
+        given); temporal models get the static ones (their history folds the poses itself).
         """
         if self.cfg.temporal:
             ext = np.stack([np.asarray(c.camera_to_base, dtype=np.float64) for c in cameras])
         else:
-            ext = key_ego_extrinsics(cameras)
+            ext = key_ego_extrinsics(cameras) if key_ego is None else key_ego
         intr = np.stack([np.asarray(c.intrinsics, dtype=np.float64) for c in cameras])
         return Calibration.from_numpy_like(
             torch.as_tensor(ext.astype(np.float32)),
@@ -169,7 +177,8 @@ class OccupancyPipeline:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         pre = self.preprocess([c.image for c in cameras], self.cfg.input_size)
-        calib = self.calibration(cameras, (pre.post_rot, pre.post_tran))
+        key_ego = key_ego_extrinsics(cameras)
+        calib = self.calibration(cameras, (pre.post_rot, pre.post_tran), key_ego)
         t1 = time.perf_counter()
         timings["preprocess"] = (t1 - t0) * 1e3
         logits = self.backend.infer(pre.images[None], calib, self._poses(cameras))
@@ -178,7 +187,17 @@ class OccupancyPipeline:
         timings.update(self.backend.last_stage_timings_ms())
         labels, conf = labels_from_logits(logits[0], self.confidence)
         timings["postprocess"] = (time.perf_counter() - t2) * 1e3
-        return OccupancyResult(cameras[0].stamp_ns, labels, conf, timings)
+        key_pose = cameras[0].ego_pose
+        return OccupancyResult(
+            cameras[0].stamp_ns,
+            labels,
+            conf,
+            timings,
+            camera_names=tuple(c.name for c in cameras),
+            camera_stamps_ns=tuple(c.stamp_ns for c in cameras),
+            ego_pose=None if key_pose is None else np.asarray(key_pose, dtype=np.float64),
+            camera_poses=key_ego,
+        )
 
 
 def labels_from_logits(

@@ -59,6 +59,33 @@ def quaternion_to_matrix(q: Sequence[float] | F64) -> F64:
     )
 
 
+def matrix_to_quaternion(r: Sequence[Sequence[float]] | F64) -> tuple[float, float, float, float]:
+    """(3, 3) rotation matrix -> unit quaternion (x, y, z, w) with w >= 0.
+
+    Computed from the largest of the four diagonal combinations (well conditioned for every
+    rotation, 180-degree turns included)."""
+    m = np.asarray(r, dtype=np.float64)
+    tr = m[0, 0] + m[1, 1] + m[2, 2]
+    cands = (tr, m[0, 0], m[1, 1], m[2, 2])
+    i = int(np.argmax(cands))
+    if i == 0:
+        s = 2.0 * math.sqrt(1.0 + tr)
+        q = ((m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, s / 4)
+    elif i == 1:
+        s = 2.0 * math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
+        q = (s / 4, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s)
+    elif i == 2:
+        s = 2.0 * math.sqrt(1.0 - m[0, 0] + m[1, 1] - m[2, 2])
+        q = ((m[0, 1] + m[1, 0]) / s, s / 4, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s)
+    else:
+        s = 2.0 * math.sqrt(1.0 - m[0, 0] - m[1, 1] + m[2, 2])
+        q = ((m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, s / 4, (m[1, 0] - m[0, 1]) / s)
+    v = np.asarray(q) / np.linalg.norm(q)
+    if v[3] < 0:
+        v = -v
+    return float(v[0]), float(v[1]), float(v[2]), float(v[3])
+
+
 def transform_matrix(translation: Sequence[float] | F64, rotation: Sequence[float] | F64) -> F64:
     """translation (3,) and quaternion xyzw (4,) -> (4, 4) homogeneous matrix parent <- child."""
     m = np.eye(4)

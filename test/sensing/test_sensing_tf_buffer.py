@@ -18,6 +18,7 @@ from flashocc_ros.sensing.tf_buffer import (
     TransformError,
     UnknownFrameError,
     invert_transform,
+    matrix_to_quaternion,
     quaternion_to_matrix,
     slerp,
     transform_matrix,
@@ -242,3 +243,12 @@ def test_rejects_bad_input() -> None:
         buf.set_transform("a", "b", 0, (0, 0, 0), (0, 0, 0, 0))
     with pytest.raises(ValueError, match="invalid frame"):
         buf.set_transform("a", "a", 0, (0, 0, 0), (0, 0, 0, 1))
+
+
+@FAST
+@given(q=quats)
+def test_matrix_to_quaternion_inverts_quaternion_to_matrix(q: tuple[float, ...]) -> None:
+    back = np.asarray(matrix_to_quaternion(quaternion_to_matrix(q)))
+    assert back[3] >= 0 and abs(abs(float(back @ np.asarray(q))) - 1.0) < 1e-9  # q or -q
+    for turn in (np.diag([1.0, -1.0, -1.0]), np.diag([-1.0, 1.0, -1.0]), np.diag([-1, -1, 1.0])):
+        np.testing.assert_allclose(quaternion_to_matrix(matrix_to_quaternion(turn)), turn)
