@@ -122,3 +122,52 @@ def camera_topics_yaml(cameras: Sequence[CameraTopics]) -> str:
         for c in cameras
     ]
     return yaml.safe_dump({"cameras": body}, sort_keys=False)
+
+
+def _input_key(name: str, node_name: str) -> tuple[str, str] | None:
+    """('cam_front', 'image' | 'camera_info') for a node input name as a remap rule writes it:
+    `~/input/cam_front/image` or `/<namespace>/<node>/input/cam_front/image`; else None."""
+    if name.startswith("~/"):
+        rest = name[2:]
+    else:
+        parts = name.strip("/").split("/")
+        if node_name not in parts:
+            return None
+        rest = "/".join(parts[parts.index(node_name) + 1 :])
+    parts = rest.split("/")
+    if len(parts) != 3 or parts[0] != "input" or parts[2] not in ("image", "camera_info"):
+        return None
+    return parts[1], parts[2]
+
+
+def apply_remaps(
+    cameras: Sequence[CameraTopics], remaps: Sequence[str], node_name: str = "flashocc"
+) -> tuple[CameraTopics, ...]:
+    """The cameras' topics after `FROM:=TO` rules, as `--ros-args -r` gives them to the node.
+
+    FROM names a node input (`~/input/<camera lower>/image` or `.../camera_info`, or the same
+    under `/<namespace>/<node>/`; a `<node>:` prefix is allowed); an image topic whose last part
+    is `compressed` carries CompressedImage. ConfigError names a rule that matches no input.
+    """
+    by_low = {c.name.lower(): c for c in cameras}
+    for rule in remaps:
+        src, sep, dst = rule.partition(":=")
+        if not sep or not src or not dst:
+            raise ConfigError(f"remap {rule!r}: expected FROM:=TO")
+        if src.startswith(f"{node_name}:"):
+            src = src[len(node_name) + 1 :]
+        key = _input_key(src, node_name)
+        if key is None or key[0] not in by_low:
+            valid = ", ".join(f"~/input/{low}/image" for low in by_low)
+            raise ConfigError(
+                f"remap {rule!r}: {src} is not an input of the node (inputs: {valid} and their "
+                "camera_info)"
+            )
+        dst = _topic(dst, f"remap {rule!r}")
+        cam = by_low[key[0]]
+        if key[1] == "image":
+            cam = CameraTopics(cam.name, dst, cam.camera_info, is_compressed_topic(dst))
+        else:
+            cam = CameraTopics(cam.name, cam.image, dst, cam.compressed)
+        by_low[key[0]] = cam
+    return tuple(by_low[c.name.lower()] for c in cameras)

@@ -350,6 +350,44 @@ def node_config_from_mapping(values: Mapping[str, Any]) -> NodeConfig:
     return NodeConfig(**kwargs)
 
 
+#: Parameters every ROS 2 node has; a parameter file may set them for the node.
+ROS_NODE_PARAMETERS = frozenset({"use_sim_time", "start_type_description_service"})
+
+
+def params_from_ros_file(path: str | Path, node_name: str = "flashocc") -> dict[str, Any]:
+    """The parameters a ROS 2 parameter file gives node `node_name` (any namespace).
+
+    Reads the `ros__parameters` of the sections that match the node: `/**`, `node_name`,
+    `/node_name`, `/<ns>/node_name`, `/**/node_name`, later sections winning like in rcl.
+    ROS's own node parameters (use_sim_time, ...) are left out; ConfigError when the file
+    cannot be read or has no section for the node.
+    """
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read parameter file {path}: {err}") from err
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"parameter file {path}: expected a mapping of node names")
+    out: dict[str, Any] = {}
+    found = False
+    for key, section in data.items():
+        name = str(key).rstrip("/").rsplit("/", 1)[-1]
+        if str(key) not in ("/**", "**") and name not in (node_name, "*", "**"):
+            continue
+        if not isinstance(section, Mapping) or not isinstance(
+            section.get("ros__parameters"), Mapping
+        ):
+            raise ConfigError(f"parameter file {path}: section {key!r} has no ros__parameters")
+        found = True
+        out.update(section["ros__parameters"])
+    if not found:
+        raise ConfigError(
+            f"parameter file {path}: no section for node {node_name!r} (use '/**:' or "
+            f"'{node_name}:' with 'ros__parameters:')"
+        )
+    return {k: v for k, v in out.items() if k not in ROS_NODE_PARAMETERS}
+
+
 def parse_param_items(items: Sequence[str]) -> dict[str, Any]:
     """Command-line `KEY=VALUE` items -> {KEY: value}, each value read as YAML like
     `ros2 run ... -p KEY:=VALUE` does ("true" -> True, "[a, b]" -> a list, "1.5" -> 1.5)."""
@@ -412,6 +450,8 @@ def json_schema() -> dict[str, Any]:
             prop["enum"] = list(_ENUMS[f.name])
         if f.name in _MIN:
             prop["minimum"] = _MIN[f.name]
+        if f.name in _MAX:
+            prop["maximum"] = _MAX[f.name]
         props[f.name] = prop
     params = {
         "type": "object",

@@ -17,6 +17,7 @@ from flashocc_ros.node_config import (
     markdown_table,
     node_config_from_mapping,
     param_yaml,
+    params_from_ros_file,
     parse_param_items,
 )
 
@@ -39,7 +40,7 @@ def test_param_yaml_validates_against_the_schema_and_builds_the_defaults() -> No
 
 def test_schema_rejects_unknown_and_out_of_range_values() -> None:
     params = default_values()
-    bad = {"/**": {"ros__parameters": {**params, "sync_slop_s": -1.0}}}
+    bad = {"/**": {"ros__parameters": {**params, "sync_tolerance_s": -1.0}}}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, json_schema())
     extra = {"/**": {"ros__parameters": {**params, "typo": 1}}}
@@ -51,7 +52,7 @@ def test_schema_rejects_unknown_and_out_of_range_values() -> None:
     ("values", "match"),
     [
         ({"backend": "cuda"}, "backend='cuda': must be one of"),
-        ({"sync_slop_s": 0.0}, "sync_slop_s"),
+        ({"sync_tolerance_s": 0.0}, "sync_tolerance_s"),
         ({"camera_names": "CAM_FRONT"}, "list of strings"),
         ({"camera_names": ["A", "A"]}, "unique"),
         ({"compressed_cameras": ["CAM_X"]}, "unknown cameras"),
@@ -60,6 +61,17 @@ def test_schema_rejects_unknown_and_out_of_range_values() -> None:
         ({"ego_frame": "/base_link"}, "without '/'"),
         ({"odom_frame": "base_link"}, "must differ"),
         ({"no_such_param": 1}, "unknown parameters: no_such_param"),
+        ({"sync_tolerance": 0.01}, r"sync_tolerance \(did you mean sync_tolerance_s\?\)"),
+        ({"sync_tolerance_s": float("nan")}, "finite"),
+        ({"tf_timeout_s": float("inf")}, "finite"),
+        ({"sync_tolerance_s": 1.0}, "must be <= 0.25"),
+        ({"diagnostics_period_s": 1e9}, "must be <= 60"),
+        ({"camera_offsets_s": [0.0, 0.01]}, "one offset per camera"),
+        ({"camera_offsets_s": [0.01, 0, 0, 0, 0, 0]}, "the first .key camera. 0.0"),
+        ({"camera_offsets_s": [0.0, 0, 0, 0, 0, float("nan")]}, "finite"),
+        ({"camera_offsets_s": ["a", 0, 0, 0, 0, 0]}, "list of numbers"),
+        ({"sync_missing": "guess"}, "must be one of drop, fill"),
+        ({"sync_fill_tolerance_s": 0.005}, "must be >= sync_tolerance_s"),
     ],
 )
 def test_invalid_values_are_refused_with_a_reason(values: dict[str, object], match: str) -> None:
@@ -73,10 +85,10 @@ def test_readme_parameter_table_is_current() -> None:
 
 
 def test_command_line_parameters_are_read_as_yaml_values() -> None:
-    items = ["backend=onnxruntime", "sync_slop_s=0.05", "publish_points=false", "x=[a, b]"]
+    items = ["backend=onnxruntime", "sync_tolerance_s=0.05", "publish_points=false", "x=[a, b]"]
     assert parse_param_items(items) == {
         "backend": "onnxruntime",
-        "sync_slop_s": 0.05,
+        "sync_tolerance_s": 0.05,
         "publish_points": False,
         "x": ["a", "b"],
     }
@@ -84,3 +96,29 @@ def test_command_line_parameters_are_read_as_yaml_values() -> None:
     for bad in ("backend", "=1", "x=[a"):
         with pytest.raises(ConfigError):
             parse_param_items([bad])
+
+
+def test_offsets_and_no_odometry_are_accepted() -> None:
+    cfg = node_config_from_mapping(
+        {"camera_offsets_s": [0, 0.008, 0.017, 0.025, 0.033, 0.042], "odom_frame": ""}
+    )
+    assert cfg.camera_offsets_s == (0.0, 0.008, 0.017, 0.025, 0.033, 0.042)
+    assert cfg.odom_frame == ""
+
+
+def test_ros_parameter_files_are_read_for_the_node(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "/**:\n  ros__parameters: {sync_tolerance_s: 0.01, use_sim_time: true}\n"
+        "/vehicle/flashocc:\n  ros__parameters: {backend: torch}\n"
+        "other_node:\n  ros__parameters: {backend: tensorrt}\n"
+    )
+    assert params_from_ros_file(path) == {"sync_tolerance_s": 0.01, "backend": "torch"}
+    path.write_text("other_node:\n  ros__parameters: {backend: tensorrt}\n")
+    with pytest.raises(ConfigError, match="no section for node 'flashocc'"):
+        params_from_ros_file(path)
+    path.write_text("/**: {backend: torch}\n")
+    with pytest.raises(ConfigError, match="has no ros__parameters"):
+        params_from_ros_file(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        params_from_ros_file(tmp_path / "missing.yaml")

@@ -28,7 +28,7 @@ from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import TransformStamped
+from geometry_msgs.msg import Pose
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
@@ -48,6 +48,7 @@ from flashocc_ros.classes import CLASS_NAMES, FREE_LABEL, PALETTE_RGB
 from flashocc_ros.config import ConfigError
 from flashocc_ros.node_config import (
     NodeConfig,
+    array_item_type,
     default_values,
     input_topics,
     node_config_from_mapping,
@@ -55,19 +56,15 @@ from flashocc_ros.node_config import (
 )
 from flashocc_ros.ros import fast_msgs
 from flashocc_ros.ros.tf_msgs import TFMessage
-from flashocc_ros.runtime.assembler import BundleAssembler, CameraIntrinsics, RawImage
+from flashocc_ros.runtime.assembler import RawImage
 from flashocc_ros.runtime.backend import BackendError
 from flashocc_ros.runtime.factory import BuildOnlyDone, create_pipeline
+from flashocc_ros.runtime.frontend import FrontEnd
 from flashocc_ros.runtime.pipeline import OccupancyResult, PipelineError
 from flashocc_ros.sensing.image_decode import ImageDecodeError
-from flashocc_ros.sensing.sync import (
-    Bundle,
-    BundleSynchronizer,
-    LatestQueue,
-    PoseWaitList,
-    QueueClosed,
-)
-from flashocc_ros.sensing.tf_buffer import TfBuffer, TransformError
+from flashocc_ros.sensing.queues import LatestQueue, PoseWaitList, QueueClosed
+from flashocc_ros.sensing.sync import Bundle
+from flashocc_ros.sensing.tf_buffer import TransformError, matrix_to_quaternion
 from flashocc_ros.sensing.voxels import bev_image, occupancy_voxels
 
 LOG = logging.getLogger(__name__)
@@ -84,8 +81,14 @@ class FlashOccNode(Node):
         for name, value in defaults.items():
             desc = ParameterDescriptor(description=docs[name])
             if value == []:  # rclpy cannot infer the type of an empty list: declare it typed
-                desc.type = ParameterType.PARAMETER_STRING_ARRAY
-                self.declare_parameter(name, Parameter.Type.STRING_ARRAY, desc)
+                double = array_item_type(name) == "double"
+                desc.type = (
+                    ParameterType.PARAMETER_DOUBLE_ARRAY
+                    if double
+                    else ParameterType.PARAMETER_STRING_ARRAY
+                )
+                kind = Parameter.Type.DOUBLE_ARRAY if double else Parameter.Type.STRING_ARRAY
+                self.declare_parameter(name, kind, desc)
             else:
                 self.declare_parameter(name, value, desc)
         raw = {n: self._param_value(n, v) for n, v in defaults.items()}
@@ -97,22 +100,11 @@ class FlashOccNode(Node):
         self.counters: Counter[str] = Counter()
         self.faults: dict[str, str] = {}
         self.latency_ms: dict[str, float] = {}
-        self.tf = TfBuffer(tolerance_ns=int(self.params.tf_tolerance_s * 1e9))
-        self.sync: BundleSynchronizer[RawImage] = BundleSynchronizer(
-            self.params.camera_names,
-            slop_ns=int(self.params.sync_slop_s * 1e9),
-            on_reset=self._on_time_reset,
-        )
+        self.frontend = FrontEnd(self.params, on_reset=self._on_time_reset)
         self.queue: LatestQueue[Bundle[RawImage]] = LatestQueue()
         self.waiting: PoseWaitList[Bundle[RawImage]] = PoseWaitList(self.params.tf_timeout_s)
         self._reset_waiting = threading.Event()
-        self.assembler = BundleAssembler(
-            self.params.camera_names,
-            self.tf,
-            ego_frame=self.params.ego_frame,
-            odom_frame=self.params.odom_frame,
-            max_pixels=self.params.max_image_pixels,
-        )
+        self._last_image = time.monotonic()
         self._create_io()
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._run_worker, name="flashocc-worker")
@@ -226,10 +218,9 @@ class FlashOccNode(Node):
                 self.faults[key] = fault
 
     def _on_image(self, name: str, msg: Image | CompressedImage) -> None:
-        stamp = rclpy.time.Time.from_msg(msg.header.stamp).nanoseconds
         self._count(f"images_in.{name}")
-        bundle = self.sync.add(name, stamp, raw_image(msg))
-        if bundle is not None:
+        self._last_image = time.monotonic()
+        for bundle in self.frontend.on_image(name, msg):
             self.queue.put(bundle)
 
     def _on_time_reset(self, stamp_ns: int) -> None:
@@ -244,29 +235,10 @@ class FlashOccNode(Node):
         self.get_logger().warning("camera time went backwards: history reset")
 
     def _on_camera_info(self, name: str, msg: CameraInfo) -> None:
-        info = CameraIntrinsics(msg.width, msg.height, tuple(msg.k), msg.header.frame_id)
-        try:
-            self.assembler.set_camera_info(name, info)
-        except PipelineError as err:
-            self._count(f"camera_info_rejected.{name}", str(err))
+        self.frontend.on_camera_info(name, msg)
 
     def _on_tf(self, msg: Any, static: bool) -> None:
-        for t in msg.transforms:
-            self._add_transform(t, static)
-
-    def _add_transform(self, t: TransformStamped, static: bool) -> None:
-        tr, q = t.transform.translation, t.transform.rotation
-        try:
-            self.tf.set_transform(
-                t.header.frame_id,
-                t.child_frame_id,
-                rclpy.time.Time.from_msg(t.header.stamp).nanoseconds,
-                (tr.x, tr.y, tr.z),
-                (q.x, q.y, q.z, q.w),
-                static=static,
-            )
-        except (ValueError, TransformError) as err:
-            self._count("tf_rejected", str(err))
+        self.frontend.on_tf(msg, static)
 
     # ----------------------------------------------------------------- worker
     def _run_worker(self) -> None:
@@ -279,26 +251,28 @@ class FlashOccNode(Node):
                 self._reset_waiting.clear()
                 self._count_superseded(len(self.waiting.clear()))
             now = time.monotonic()
+            if bundle is None and now - self._last_image > self.params.sync_timeout_s:
+                # no image for a while (recording ended, driver stopped): decide the bundles
+                # still waiting for frames with what came
+                for late in self.frontend.flush():
+                    self._count_superseded(len(self.waiting.add(late, now)))
             if bundle is not None:
                 self._count_superseded(len(self.waiting.add(bundle, now)))
             if not len(self.waiting):
                 continue
-            released = self.waiting.release(self._poses_ready, now)
+            released = self.waiting.release(self.frontend.ready, now)
             self._count_superseded(len(released.superseded))
             if released.ready is not None:
-                self._process_safely(released.ready)
-
-    def _poses_ready(self, bundle: Bundle[RawImage]) -> bool:
-        return self.assembler.poses_available([f.stamp_ns for f in bundle.frames])
+                self._process_safely(released.ready, released.timed_out)
 
     def _count_superseded(self, n: int) -> None:
         if n:
             with self._lock:
                 self.counters["superseded_waiting_tf"] += n
 
-    def _process_safely(self, bundle: Bundle[RawImage]) -> None:
+    def _process_safely(self, bundle: Bundle[RawImage], waited: bool) -> None:
         try:
-            self._process(bundle)
+            self._process(bundle, waited)
         except (PipelineError, ImageDecodeError, TransformError, ConfigError) as err:
             self._count("bundles_failed", str(err))
             self.get_logger().warning(f"bundle dropped: {err}", throttle_duration_sec=5.0)
@@ -311,12 +285,9 @@ class FlashOccNode(Node):
                 throttle_duration_sec=5.0,
             )
 
-    def _process(self, bundle: Bundle[RawImage]) -> None:
+    def _process(self, bundle: Bundle[RawImage], waited: bool) -> None:
         t0 = time.perf_counter()
-        self.assembler.wait_for_camera_info(timeout_s=0.5)
-        cameras = self.assembler.assemble(
-            [(f.camera, f.stamp_ns, f.payload) for f in bundle.frames]
-        )
+        cameras = self.frontend.assemble(bundle, waited=waited)
         t1 = time.perf_counter()
         result = self.pipeline.process(cameras)
         t2 = time.perf_counter()
@@ -386,6 +357,13 @@ class FlashOccNode(Node):
         occ.free_label = FREE_LABEL
         if result.confidence is not None:
             occ.confidence = result.confidence.tobytes()
+        occ.camera_names = list(result.camera_names)
+        occ.camera_stamps = [
+            rclpy.time.Time(nanoseconds=s).to_msg() for s in result.camera_stamps_ns
+        ]
+        occ.ego_pose = pose_msg(result.ego_pose)
+        if result.camera_poses is not None:
+            occ.camera_poses = [pose_msg(m) for m in result.camera_poses]
         return occ
 
     # ------------------------------------------------------------ diagnostics
@@ -394,13 +372,23 @@ class FlashOccNode(Node):
             counters = dict(self.counters)
             faults = dict(self.faults)
             latency = dict(self.latency_ms)
-        sync_stats = self.sync.stats()
+        fe = self.frontend
+        sync_stats = fe.sync.stats()
         values = {f"count.{k}": str(v) for k, v in sorted(counters.items())}
         values.update({f"drop.{k.name.lower()}": str(v) for k, v in sync_stats.drops.items()})
+        values.update({f"missing_frame.{k}": str(v) for k, v in sync_stats.missing.items()})
+        values.update({f"filled_frame.{k}": str(v) for k, v in sync_stats.filled.items()})
+        values.update({f"rejected.{k}": str(v) for k, v in fe.rejected.items()})
+        if sync_stats.period_ns:
+            values["sync.period_ms"] = f"{sync_stats.period_ns / 1e6:.1f}"
+        for cam, phase in sync_stats.phases_ns.items():
+            values[f"sync.offset_ms.{cam}"] = "unknown" if phase is None else f"{phase / 1e6:.1f}"
+        values["tf.extrapolated"] = str(fe.extrapolated)
+        faults.update({f"rejected.{k}": v for k, v in fe.last_rejection.items()})
         values["queue.superseded"] = str(self.queue.dropped)
         values.update({f"latency_ms.{k}": f"{v:.1f}" for k, v in latency.items()})
         values["backend"] = self.pipeline.backend.name
-        values["tf.jumps_back"] = str(self.tf.jumps)
+        values["tf.jumps_back"] = str(fe.tf.jumps)
         resets = dict(self.pipeline.history_resets)
         values.update({f"history_reset.{k.replace(' ', '_')}": str(v) for k, v in resets.items()})
         values.update({f"fault.{k}": v for k, v in faults.items()})
@@ -420,29 +408,25 @@ class FlashOccNode(Node):
         self._stop.set()
         self.queue.close()
         self._worker.join(timeout=5.0)
+        self.frontend.close()
         super().destroy_node()
+
+
+def pose_msg(m: Any) -> Pose:
+    """(4, 4) rigid transform (or None: identity) -> geometry_msgs/Pose."""
+    pose = Pose()
+    pose.orientation.w = 1.0
+    if m is None:
+        return pose
+    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in m[:3, 3])
+    o = pose.orientation
+    o.x, o.y, o.z, o.w = matrix_to_quaternion(m[:3, :3])
+    return pose
 
 
 def _reliability(name: str) -> ReliabilityPolicy:
     """'best_effort' | 'reliable' (validated by NodeConfig) -> the rclpy policy."""
     return ReliabilityPolicy.BEST_EFFORT if name == "best_effort" else ReliabilityPolicy.RELIABLE
-
-
-def raw_image(msg: Image | CompressedImage) -> RawImage:
-    """ROS image message -> RawImage: compressed bytes copied (small); raw pixels as a view of
-    the message's buffer (no 4 MB copy per 1600x900 image; the view keeps the buffer alive)."""
-    if isinstance(msg, CompressedImage):
-        return RawImage(msg.header.frame_id, bytes(msg.data), format=msg.format)
-    data = msg.data
-    return RawImage(
-        msg.header.frame_id,
-        bytes(data) if isinstance(data, list) else memoryview(data),
-        encoding=msg.encoding,
-        width=msg.width,
-        height=msg.height,
-        step=msg.step,
-        is_bigendian=bool(msg.is_bigendian),
-    )
 
 
 def vars_of(cfg: NodeConfig) -> dict[str, Any]:

@@ -1,10 +1,13 @@
-"""Offline replay: runs a rosbag2 through the node's own pipeline without any ROS install.
-In: a bag with camera images, CameraInfo, /tf, /tf_static. Out: <out>/<stamp_ns>.npz per bundle.
+"""Offline replay: a recording through the node's own front end and pipeline, without ROS.
+In: a rosbag2 and the node's settings (parameter file, cameras file, remaps). Out: npz per grid.
 
-Uses the same synchroniser, TF buffer, assembler and pipeline objects as the node, so its labels
-equal the node's for the same bundles. `python -m flashocc_ros.tools.replay BAG --out DIR
-[--param backend=onnxruntime --param engine_path=EXPORT ...]`: any node parameter, so every
-backend (and M2's history) can be checked on a bag without ROS.
+    python -m flashocc_ros.tools.replay BAG --out DIR [--params-file my.param.yaml]
+        [--cameras cameras.yaml] [--remap ~/input/cam_front/image:=/my/front/image_raw ...]
+        [--param KEY=VALUE ...]
+
+The settings are read exactly as the node reads them (the same parameter names, the same remap
+syntax as `--ros-args -r`), so the grids equal the node's for the same recording. Writes
+`<out>/<stamp_ns>.npz` (`semantics` (X, Y, Z) uint8, and `confidence` when enabled).
 """
 
 from __future__ import annotations
@@ -13,184 +16,181 @@ import argparse
 import logging
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from flashocc_ros.camera_topics import apply_remaps, default_camera_topics, load_camera_topics
 from flashocc_ros.config import ConfigError
-from flashocc_ros.msgdefs import flashocc_typestore
-from flashocc_ros.node_config import NodeConfig, node_config_from_mapping, parse_param_items
-from flashocc_ros.runtime.assembler import BundleAssembler, CameraIntrinsics, RawImage
-from flashocc_ros.runtime.pipeline import OccupancyPipeline, OccupancyResult, PipelineError
-from flashocc_ros.sensing.image_decode import ImageDecodeError
-from flashocc_ros.sensing.sync import Bundle, BundleSynchronizer
-from flashocc_ros.sensing.tf_buffer import TfBuffer, TransformError
+from flashocc_ros.node_config import (
+    node_config_from_mapping,
+    params_from_ros_file,
+    parse_param_items,
+)
+from flashocc_ros.runtime.bag_replay import OfflineReplay, RecordingError, ReplayStats
 
+__all__ = ["OfflineReplay", "ReplayStats", "main"]
 LOG = logging.getLogger(__name__)
 
 
-def _stamp(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
-def _camera_by_topic(reader: Any, cameras: tuple[str, ...]) -> dict[str, tuple[str, str]]:
-    """topic -> (camera, kind) with kind 'image' | 'compressed' | 'info', by topic name."""
-    out: dict[str, tuple[str, str]] = {}
-    for conn in reader.connections:
-        for cam in cameras:
-            low = cam.lower()
-            if conn.topic == f"/{low}/camera_info":
-                out[conn.topic] = (cam, "info")
-            elif conn.topic == f"/{low}/image_raw":
-                out[conn.topic] = (cam, "image")
-            elif conn.topic == f"/{low}/image_raw/compressed":
-                out[conn.topic] = (cam, "compressed")
-    return out
-
-
-@dataclass
-class ReplayStats:
-    bundles: int = 0
-    failures: dict[str, int] = field(default_factory=dict)
-
-
-class OfflineReplay:
-    """Feeds bag messages in log order into sync/TF/assembler/pipeline; yields results."""
-
-    def __init__(self, params: NodeConfig, pipeline: OccupancyPipeline) -> None:
-        self.params = params
-        self.pipeline = pipeline
-        self.tf = TfBuffer(tolerance_ns=int(params.tf_tolerance_s * 1e9))
-        self.sync: BundleSynchronizer[RawImage] = BundleSynchronizer(
-            params.camera_names, slop_ns=int(params.sync_slop_s * 1e9)
-        )
-        self.assembler = BundleAssembler(
-            params.camera_names,
-            self.tf,
-            ego_frame=params.ego_frame,
-            odom_frame=params.odom_frame,
-            max_pixels=params.max_image_pixels,
-        )
-        self.stats = ReplayStats()
-
-    def run(self, bag: Path) -> Iterator[OccupancyResult]:
-        from rosbags.rosbag2 import Reader
-
-        store = flashocc_typestore()
-        with Reader(bag) as reader:
-            routes = _camera_by_topic(reader, self.params.camera_names)
-            wanted = [c for c in reader.connections if c.topic in routes or "tf" in c.topic]
-            pending: Bundle[RawImage] | None = None
-            for conn, _, data in reader.messages(connections=wanted):
-                msg: Any = store.deserialize_cdr(data, conn.msgtype)
-                if conn.topic in ("/tf", "/tf_static"):
-                    for t in msg.transforms:
-                        tr, q = t.transform.translation, t.transform.rotation
-                        self.tf.set_transform(
-                            t.header.frame_id,
-                            t.child_frame_id,
-                            _stamp(t.header),
-                            (tr.x, tr.y, tr.z),
-                            (q.x, q.y, q.z, q.w),
-                            static=conn.topic == "/tf_static",
-                        )
-                    continue
-                cam, kind = routes[conn.topic]
-                if kind == "info":
-                    info = CameraIntrinsics(
-                        int(msg.width), int(msg.height), tuple(msg.k), msg.header.frame_id
-                    )
-                    self.assembler.set_camera_info(cam, info)
-                    continue
-                # A completed bundle runs when the next image arrives, so CameraInfo messages
-                # logged right after their image are in (the node's worker lags the same way).
-                if pending is not None:
-                    yield from self._process(pending)
-                pending = self.sync.add(cam, _stamp(msg.header), _raw(msg, kind))
-            if pending is not None:
-                yield from self._process(pending)
-
-    def _process(self, bundle: Bundle[RawImage]) -> Iterator[OccupancyResult]:
-        try:
-            cameras = self.assembler.assemble(
-                [(f.camera, f.stamp_ns, f.payload) for f in bundle.frames]
-            )
-            result = self.pipeline.process(cameras)
-        except (PipelineError, ImageDecodeError, TransformError) as err:
-            key = type(err).__name__
-            self.stats.failures[key] = self.stats.failures.get(key, 0) + 1
-            LOG.warning("bundle %d dropped: %s", bundle.stamp_ns, err)
-            return
-        self.stats.bundles += 1
-        yield result
-
-
-def _raw(msg: Any, kind: str) -> RawImage:
-    data = bytes(np.asarray(msg.data, dtype=np.uint8))
-    if kind == "compressed":
-        return RawImage(msg.header.frame_id, data, format=msg.format)
-    return RawImage(
-        msg.header.frame_id,
-        data,
-        encoding=msg.encoding,
-        width=int(msg.width),
-        height=int(msg.height),
-        step=int(msg.step),
-        is_bigendian=bool(msg.is_bigendian),
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flashocc-replay",
+        description="Run a recording through the flashocc node's pipeline without ROS.",
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="flashocc-replay", description=__doc__)
-    parser.add_argument("bag", type=Path)
+    parser.add_argument("bag", type=Path, help="rosbag2 folder or .mcap / .db3 file")
     parser.add_argument("--out", type=Path, required=True, help="folder for <stamp_ns>.npz")
-    parser.add_argument("--model-config", default="demo")
-    parser.add_argument("--weights", default="")
-    parser.add_argument("--compressed", action="store_true", help="cameras are jpeg/png")
+    parser.add_argument("--params-file", type=Path, help="the node's ROS 2 parameter file")
+    parser.add_argument(
+        "--cameras", type=Path, help="cameras YAML: each camera's image and camera_info topic"
+    )
+    parser.add_argument(
+        "-r",
+        "--remap",
+        action="append",
+        default=[],
+        metavar="FROM:=TO",
+        help="a node input remap as for --ros-args -r, e.g. ~/input/cam_front/image:=/front/image",
+    )
     parser.add_argument(
         "--param",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any node parameter, e.g. --param backend=onnxruntime --param engine_path=DIR",
+        help="a node parameter (after --params-file), e.g. backend=onnxruntime",
     )
-    args = parser.parse_args(argv)
+    parser.add_argument("--model-config", help="shortcut for --param model_config=...")
+    parser.add_argument("--weights", help="shortcut for --param weights=...")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def settings(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(NodeConfig, camera topics) from the parameter file, shortcuts, --param, cameras file and
+    remaps, in that order of precedence (later wins). ConfigError on any mistake."""
+    values: dict[str, Any] = {}
+    if args.params_file is not None:
+        values.update(params_from_ros_file(args.params_file))
+    if args.model_config is not None:
+        values["model_config"] = args.model_config
+    if args.weights is not None:
+        values["weights"] = args.weights
+    values.update(parse_param_items(args.param))
+    topics = None
+    if args.cameras is not None:
+        topics = load_camera_topics(args.cameras)
+        names = [t.name for t in topics]
+        given = values.get("camera_names")
+        if given is not None and list(given) != names:
+            raise ConfigError(
+                f"--cameras {args.cameras} names {names} but the parameters say camera_names "
+                f"{list(given)}"
+            )
+        values["camera_names"] = names
+        values["compressed_cameras"] = [t.name for t in topics if t.compressed]
+    params = node_config_from_mapping(values)
+    if topics is None:
+        topics = default_camera_topics(params.camera_names, params.compressed_cameras)
+    if args.remap:
+        topics = apply_remaps(topics, args.remap)
+    return params, topics
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from flashocc_ros.runtime.backend import BackendError
     from flashocc_ros.runtime.factory import create_pipeline
 
     try:
-        params = node_config_from_mapping(
-            {
-                "model_config": args.model_config,
-                "weights": args.weights,
-                **parse_param_items(args.param),
-            }
-        )
-        if args.compressed:
-            params = params.replace(compressed_cameras=params.camera_names)
-        pipeline = create_pipeline(params)
+        params, topics = settings(args)
         if not args.bag.exists():
-            raise ConfigError(f"bag not found: {args.bag}")
+            raise ConfigError(f"recording not found: {args.bag}")
+        pipeline = create_pipeline(params)
     except (ConfigError, BackendError, OSError) as err:
         LOG.error("flashocc-replay: %s", err)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    replay = OfflineReplay(params, pipeline)
+    explicit = args.cameras is not None or bool(args.remap)
+    replay = OfflineReplay(params, pipeline, topics, explicit_topics=explicit)
     t0 = time.perf_counter()
-    for result in replay.run(args.bag):
-        np.savez_compressed(args.out / f"{result.stamp_ns}.npz", semantics=result.labels)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        with _progress(args.bag, args.quiet) as bar:
+            for result in replay.run(args.bag, progress=bar):
+                path = args.out / f"{result.stamp_ns}.npz"
+                if result.confidence is None:
+                    np.savez_compressed(path, semantics=result.labels)
+                else:
+                    np.savez_compressed(
+                        path, semantics=result.labels, confidence=result.confidence
+                    )
+    except RecordingError as err:
+        LOG.error("flashocc-replay: %s", err)
+        return 1
+    except OSError as err:
+        LOG.error("flashocc-replay: cannot write to %s: %s", args.out, err)
+        return 1
+    stats = replay.stats
     LOG.info(
-        "%d bundles in %.1f s -> %s (dropped: %s)",
-        replay.stats.bundles,
+        "%d grids from %d messages in %.1f s -> %s (dropped: %s)",
+        stats.bundles,
+        stats.messages,
         time.perf_counter() - t0,
         args.out,
-        replay.stats.failures or "none",
+        stats.failures or "none",
     )
+    if stats.bundles == 0:
+        fe = replay.frontend
+        sync = fe.sync.stats() if fe is not None else None
+        why = (
+            f"{sync.frames_received} camera frames, bundles missing a camera: "
+            f"{dict(sync.missing) or 'none'}"
+            if sync is not None
+            else "nothing read"
+        )
+        LOG.error(
+            "flashocc-replay: no grid from %s (%s); topics used: %s",
+            args.bag,
+            why,
+            ", ".join(t for c in topics for t in (c.image, c.camera_info)),
+        )
+        return 1
     return 0
+
+
+class _progress:  # noqa: N801 - used like a function in a with statement
+    """Progress over the recording's messages: a bar on a terminal, else a line per 10 %."""
+
+    def __init__(self, bag: Path, quiet: bool) -> None:
+        self.bag, self.quiet = bag, quiet
+        self.bar: Any = None
+        self.tenth = 0
+
+    def __enter__(self) -> Any:
+        if self.quiet:
+            return None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(unit=" msg", desc=self.bag.name, leave=False)
+        return self._update
+
+    def _update(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.n = done
+            if done % 20 == 0 or done == total:
+                self.bar.refresh()
+            return
+        tenth = 10 * done // max(total, 1)
+        if tenth > self.tenth:
+            self.tenth = tenth
+            LOG.info("%s: %d %% (%d of %d messages)", self.bag.name, 10 * tenth, done, total)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.ros
     [
         ({"model_config": "no-such-preset"}, "no-such-preset"),
         ({"backend": "tensorrt"}, "tensorrt"),
-        ({"sync_slop_s": "-1.0"}, "sync_slop_s"),
+        ({"sync_tolerance_s": "-1.0"}, "sync_tolerance_s"),
     ],
 )
 def test_bad_parameters_exit_2_with_one_reason(

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from flashocc_ros.runtime.assembler import BundleAssembler, CameraIntrinsics, RawImage
+from flashocc_ros.runtime.assembler import BundleAssembler, RawImage
+from flashocc_ros.sensing.camera_info import CameraInfoStore, CameraIntrinsics
 from flashocc_ros.sensing.image_decode import ImageDecodeError
 from flashocc_ros.sensing.tf_buffer import TfBuffer
 
@@ -35,10 +36,10 @@ def assembler(threads: int) -> BundleAssembler:
     for i in range(len(NAMES)):
         tf.set_transform("base_link", f"f{i}", 0, (i, 0, 1), (0, 0, 0, 1), static=True)
     tf.set_transform("odom", "base_link", 0, (0, 0, 0), (0, 0, 0, 1), static=True)
-    a = BundleAssembler(NAMES, tf, decode_threads=threads)
+    infos = CameraInfoStore(NAMES)
     for n in NAMES:
-        a.set_camera_info(n, CameraIntrinsics(W, H, (50, 0, 32, 0, 50, 24, 0, 0, 1), ""))
-    return a
+        infos.add(n, 0, CameraIntrinsics(W, H, (50, 0, 32, 0, 50, 24, 0, 0, 1), ""))
+    return BundleAssembler(NAMES, tf, infos, decode_threads=threads)
 
 
 @pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "jpeg"])
