@@ -61,7 +61,7 @@ def test_schema_rejects_unknown_and_out_of_range_values() -> None:
         ({"ego_frame": "/base_link"}, "without '/'"),
         ({"odom_frame": "base_link"}, "must differ"),
         ({"no_such_param": 1}, "unknown parameters: no_such_param"),
-        ({"sync_tolerance": 0.01}, r"sync_tolerance \(did you mean sync_tolerance_s\?\)"),
+        ({"sync_tolerancee_s": 0.01}, r"sync_tolerancee_s \(did you mean sync_tolerance_s"),
         ({"sync_tolerance_s": float("nan")}, "finite"),
         ({"tf_timeout_s": float("inf")}, "finite"),
         ({"sync_tolerance_s": 1.0}, "must be <= 0.25"),
