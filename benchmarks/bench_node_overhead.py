@@ -5,9 +5,9 @@ network ms) with the per-step medians.
 
 The steps are the node's own objects in the node's order (FlashOccNode._on_image, _process,
 _publish), without DDS:
-* receive: rclpy `deserialize_message` + the node's `raw_image` (the executor, per image);
-* sync: `BundleSynchronizer` + `LatestQueue`;
-* decode + TF: `BundleAssembler.poses_available` and `assemble`;
+* receive: rclpy `deserialize_message` (the executor, per image);
+* sync: `FrontEnd.on_image` (message -> RawImage, trigger-cycle synchroniser) + `LatestQueue`;
+* decode + TF: `FrontEnd.ready` and `assemble`;
 * preprocess, postprocess: `OccupancyPipeline.process` with a backend that returns fixed
   logits at once (the network costs nothing here);
 * publish: Occupancy message, `occupancy_voxels`, `voxel_markers_bytes`,
@@ -19,6 +19,7 @@ The network time is this run's measurement from row group 5 (M0/M1 fp32 and fast
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import cv2
@@ -30,12 +31,16 @@ from flashocc_ros.classes import CLASS_NAMES, FREE_LABEL, PALETTE_RGB
 from flashocc_ros.config import NUSCENES_CAMERAS, ModelConfig, model_config
 from flashocc_ros.model.geometry import Calibration
 from flashocc_ros.model.preprocess import preprocess_images, preprocess_images_fast
+from flashocc_ros.node_config import NodeConfig
 from flashocc_ros.rig import nuscenes_like_rig
-from flashocc_ros.runtime.assembler import BundleAssembler, CameraIntrinsics, RawImage
+from flashocc_ros.runtime.assembler import RawImage
 from flashocc_ros.runtime.backend import FramePoses
+from flashocc_ros.runtime.frontend import FrontEnd, raw_image
 from flashocc_ros.runtime.pipeline import OccupancyPipeline, OccupancyResult, labels_from_logits
-from flashocc_ros.sensing.sync import Bundle, BundleSynchronizer, LatestQueue
-from flashocc_ros.sensing.tf_buffer import TfBuffer
+from flashocc_ros.sensing.camera_info import CameraIntrinsics
+from flashocc_ros.sensing.queues import LatestQueue
+from flashocc_ros.sensing.sync import Bundle
+from flashocc_ros.sensing.tf_buffer import TfBuffer, matrix_to_quaternion
 from flashocc_ros.sensing.voxels import (
     bev_image,
     bev_image_reference,
@@ -98,32 +103,29 @@ def frame_logits(cfg: ModelConfig) -> torch.Tensor:
     return (noise + 8 * onehot)[None]
 
 
-def tf_tree(assembler_frames: dict[str, str], start_ns: int, seconds: float) -> TfBuffer:
+def tf_tree(tf: TfBuffer, frames: dict[str, str], start_ns: int, seconds: float) -> None:
     """Static base_link <- camera links (nuScenes-like rig) and odom <- base_link at 100 Hz."""
-    tf = TfBuffer()
     rig = nuscenes_like_rig(WIDTH, HEIGHT)
     for cam in rig.cameras:
         m = cam.camera_to_base
-        quat = _matrix_to_quaternion(m[:3, :3])
-        tf.set_transform(EGO, assembler_frames[cam.name], 0, m[:3, 3], quat, static=True)
+        quat = matrix_to_quaternion(m[:3, :3])
+        tf.set_transform(EGO, frames[cam.name], 0, m[:3, 3], quat, static=True)
     for i in range(int(seconds * 100)):
         t = i * 0.01
         yaw = 0.05 * t
         q = (0.0, 0.0, float(np.sin(yaw / 2)), float(np.cos(yaw / 2)))
         tf.set_transform(ODOM, EGO, start_ns + i * 10_000_000, (5.0 * t, 0.2 * t, 0.0), q)
-    return tf
 
 
-def _matrix_to_quaternion(r: np.ndarray) -> tuple[float, float, float, float]:
-    """(3, 3) rotation -> quaternion x, y, z, w (trace method, w > 0 branch or the largest)."""
-    w = np.sqrt(max(0.0, 1 + r[0, 0] + r[1, 1] + r[2, 2])) / 2
-    x = np.sqrt(max(0.0, 1 + r[0, 0] - r[1, 1] - r[2, 2])) / 2
-    y = np.sqrt(max(0.0, 1 - r[0, 0] + r[1, 1] - r[2, 2])) / 2
-    z = np.sqrt(max(0.0, 1 - r[0, 0] - r[1, 1] + r[2, 2])) / 2
-    x = np.copysign(x, r[2, 1] - r[1, 2])
-    y = np.copysign(y, r[0, 2] - r[2, 0])
-    z = np.copysign(z, r[1, 0] - r[0, 1])
-    return float(x), float(y), float(z), float(w)
+def message(raw: RawImage, stamp_ns: int) -> Any:
+    """A stand-in for an Image / CompressedImage message holding `raw` (no rclpy needed)."""
+    header = SimpleNamespace(
+        frame_id=raw.frame_id,
+        stamp=SimpleNamespace(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9),
+    )
+    return SimpleNamespace(
+        header=header, **{k: v for k, v in raw.__dict__.items() if k != "frame_id"}
+    )
 
 
 class RosParts:
@@ -137,7 +139,6 @@ class RosParts:
             from std_msgs.msg import Header
 
             from flashocc_ros.ros import fast_msgs
-            from flashocc_ros.ros.node import raw_image
         except ImportError as err:
             self.reason: str | None = f"rclpy not importable ({err}): receive/publish partial"
             return
@@ -145,7 +146,7 @@ class RosParts:
         self.deserialize, self.serialize = deserialize_message, serialize_message
         self.Image, self.CompressedImage, self.Header = Image, CompressedImage, Header
         self.DiagnosticStatus, self.KeyValue = DiagnosticStatus, KeyValue
-        self.fast_msgs, self.raw_image = fast_msgs, raw_image
+        self.fast_msgs = fast_msgs
         try:
             from flashocc_ros.msg import Occupancy
 
@@ -168,17 +169,22 @@ class NodeBench:
         self.names = NUSCENES_CAMERAS
         self.frames = {n: f"{n.lower()}_optical" for n in self.names}
         self.start_ns = 1_700_000_000_000_000_000
-        self.tf = tf_tree(self.frames, self.start_ns, 8.0)
-        self.sync: BundleSynchronizer[RawImage] = BundleSynchronizer(self.names, slop_ns=1_000_000)
-        self.queue: LatestQueue[Bundle[RawImage]] = LatestQueue()
-        self.assembler = BundleAssembler(
-            self.names, self.tf, ego_frame=EGO, odom_frame=ODOM, decode_threads=int(reference)
+        params = NodeConfig(
+            camera_names=self.names,
+            compressed_cameras=self.names if encoding == "jpeg" else (),
+            camera_offsets_s=tuple(i * 1e-4 for i in range(len(self.names))),
+            ego_frame=EGO,
+            odom_frame=ODOM,
         )
+        self.frontend = FrontEnd(params, decode_threads=int(reference))
+        tf_tree(self.frontend.tf, self.frames, self.start_ns, 8.0)
+        self.queue: LatestQueue[Bundle[RawImage]] = LatestQueue()
         rig = nuscenes_like_rig(WIDTH, HEIGHT)
         for cam in rig.cameras:
             k = tuple(float(v) for v in cam.intrinsics.ravel())
-            info = CameraIntrinsics(WIDTH, HEIGHT, k, self.frames[cam.name])
-            self.assembler.set_camera_info(cam.name, info)
+            self.frontend.infos.add(
+                cam.name, 0, CameraIntrinsics(WIDTH, HEIGHT, k, self.frames[cam.name])
+            )
         self.pipeline = OccupancyPipeline(
             cfg,
             FixedLogitsBackend(frame_logits(cfg)),
@@ -219,29 +225,28 @@ class NodeBench:
         self.bundle_index += 1
         ms: dict[str, float] = {}
         t0 = time.perf_counter()
-        raws = []
-        for p in self.payloads:  # executor: deserialise + _on_image's raw_image copy
+        msgs = []
+        for p in self.payloads:  # executor: deserialise
             if isinstance(p, RawImage):
-                raws.append(RawImage(**{**p.__dict__, "data": bytes(p.data)}))
+                msgs.append(message(RawImage(**{**p.__dict__, "data": bytes(p.data)}), 0))
             else:
                 kind = ros.CompressedImage if self.encoding == "jpeg" else ros.Image
-                raws.append(ros.raw_image(ros.deserialize(p, kind)))
+                msgs.append(ros.deserialize(p, kind))
         t1 = time.perf_counter()
         bundle = None
-        for i, (name, raw) in enumerate(zip(self.names, raws, strict=True)):
-            bundle = self.sync.add(name, stamp + i * 100_000, raw) or bundle
+        for i, (name, msg) in enumerate(zip(self.names, msgs, strict=True)):
+            s = stamp + i * 100_000
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(s, 10**9)
+            for done in self.frontend.on_image(name, msg):
+                bundle = done
         assert bundle is not None, "bundle did not complete"
         self.queue.put(bundle)
         bundle = self.queue.get(timeout=0)
         assert bundle is not None
         t2 = time.perf_counter()
-        stamps = [f.stamp_ns for f in bundle.frames]
-        self.assembler.wait_for_camera_info(timeout_s=0.5)
-        if not self.assembler.poses_available(stamps):  # the node's PoseWaitList check
+        if not self.frontend.ready(bundle):  # the node's PoseWaitList check
             raise RuntimeError("TF not available at the bundle stamps")
-        cameras = self.assembler.assemble(
-            [(f.camera, f.stamp_ns, f.payload) for f in bundle.frames]
-        )
+        cameras = self.frontend.assemble(bundle)
         t3 = time.perf_counter()
         result = self.pipeline.process(cameras)
         t4 = time.perf_counter()
@@ -347,20 +352,20 @@ def optimisation_rows(cfg: ModelConfig, ros: RosParts, repeats: int) -> list[Row
             name,
             p
             if isinstance(p, RawImage)
-            else ros.raw_image(ros.deserialize(p, ros.CompressedImage)),
+            else raw_image(ros.deserialize(p, ros.CompressedImage), True),
         )
         for name, p in zip(fast.names, fast.payloads, strict=True)
     ]
     labels = fast.pipeline.process(
-        fast.assembler.assemble([(n, 0, r) for n, r in raws])  # stamp 0: latest TF
+        fast.frontend.assembler.assemble([(n, 0, r) for n, r in raws])  # stamp 0: latest TF
     ).labels
     grid = cfg.grid
-    decoded = fast.assembler.decode_all(raws)
+    decoded = fast.frontend.assembler.decode_all(raws)
     logits = frame_logits(cfg)[0]
     ms = compare(
         {
-            "decode": lambda: fast.assembler.decode_all(raws),
-            "decode_ref": lambda: plain.assembler.decode_all_reference(raws),
+            "decode": lambda: fast.frontend.assembler.decode_all(raws),
+            "decode_ref": lambda: plain.frontend.assembler.decode_all_reference(raws),
             "pre": lambda: preprocess_images_fast(decoded, cfg.input_size),
             "pre_ref": lambda: preprocess_images(decoded, cfg.input_size),
             "labels": lambda: labels_from_logits(logits, with_confidence=False),
@@ -376,11 +381,11 @@ def optimisation_rows(cfg: ModelConfig, ros: RosParts, repeats: int) -> list[Row
     totals = compare(
         {"after": lambda: fast.step()["total"], "before": lambda: plain.step()["total"]}, repeats
     )
-    fast.assembler.close()
+    fast.frontend.assembler.close()
     return [
         Row(
             GROUP,
-            f"decode six JPEG, thread pool ({fast.assembler.decode_threads} threads)",
+            f"decode six JPEG, thread pool ({fast.frontend.assembler.decode_threads} threads)",
             "sequential decode (decode_all_reference)",
             ms["decode"],
             ms["decode_ref"],

@@ -250,8 +250,12 @@ class BundleSynchronizer(Generic[T]):
         return out
 
     def flush(self) -> list[Bundle[T]]:
-        """The input has ended: decide every pending bundle with the frames that are here."""
+        """The input has ended: decide every pending bundle with the frames that are here.
+
+        A camera whose phase could not be measured yet (a recording of a few frames) gets it
+        from whatever frames it sent."""
         with self._lock:
+            self._measure_phases(final=True)
             return self._decide_pending(final=True)
 
     def reset(self) -> None:
@@ -323,15 +327,20 @@ class BundleSynchronizer(Generic[T]):
             if cam.phase is not None:
                 cam.evict_before(ref + cam.phase - self.cfg.fill_tolerance_ns)
 
-    def _measure_phases(self) -> None:
+    def _measure_phases(self, *, final: bool = False) -> None:
+        keys = list(self._key_stamps)
         period = self._period()
+        if period is None and final and keys:
+            period = keys[-1] - keys[0] if len(keys) == 2 else 4 * self.cfg.timeout_ns
         if period is None:
             return
-        keys = list(self._key_stamps)
         for name, cam in self._cams.items():
             if cam.phase is not None:
                 continue
-            est = estimate_phase(keys, cam.samples, period, self.cfg.phase_samples)
+            if final:
+                est = estimate_phase(keys, cam.samples, period, 1, between_keys=False)
+            else:
+                est = estimate_phase(keys, cam.samples, period, self.cfg.phase_samples)
             if est is None:
                 if len(cam.samples) > 4 * _BUFFER:
                     del cam.samples[: 2 * _BUFFER]

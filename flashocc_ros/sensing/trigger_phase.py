@@ -48,17 +48,23 @@ class PhaseEstimate:
 
 
 def estimate_phase(
-    key_stamps: Sequence[int], stamps: Sequence[int], period_ns: int, samples: int
+    key_stamps: Sequence[int],
+    stamps: Sequence[int],
+    period_ns: int,
+    samples: int,
+    *,
+    between_keys: bool = True,
 ) -> PhaseEstimate | None:
     """Phase of a camera from its `stamps` against `key_stamps` (both any order, ns).
 
     Uses the first `samples` stamps (in stamp order) that lie between the first and the last key
-    stamp; None while fewer qualify or without a period.
+    stamp (with `between_keys` False: any stamp, for a recording too short to measure
+    properly); None while fewer qualify or without a period.
     """
     if period_ns <= 0 or not key_stamps:
         return None
     keys = sorted(key_stamps)
-    lo, hi = keys[0], keys[-1]
+    lo, hi = (keys[0], keys[-1]) if between_keys else (-(2**62), 2**62)
     chosen = [s for s in sorted(stamps) if lo <= s <= hi][:samples]
     if len(chosen) < samples:
         return None

@@ -248,4 +248,8 @@ def occupancy_message(
         labels=np.ascontiguousarray(semantics, dtype=np.uint8).reshape(-1),
         class_names=list(class_names), free_label=free_label,
         confidence=np.zeros(0, dtype=np.uint8),
+        camera_names=[], camera_stamps=[], ego_pose=t["geometry_msgs/msg/Pose"](
+            position=t["geometry_msgs/msg/Point"](x=0.0, y=0.0, z=0.0),
+            orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0),
+        ), camera_poses=[],
     )  # fmt: skip
