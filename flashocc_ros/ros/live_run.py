@@ -12,7 +12,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
+from flashocc_ros.camera_topics import CameraTopics, default_camera_topics, load_camera_topics
 from flashocc_ros.node_config import NodeConfig, input_topics, parse_param_items
 from flashocc_ros.ros.recorder import OccupancyRecorder
 
@@ -39,8 +40,8 @@ def executable(name: str) -> Path:
     raise FileNotFoundError(f"{name} is not installed; run `make setup` and source scripts/env.sh")
 
 
-def node_command(params: Mapping[str, Any], cameras: tuple[str, ...]) -> list[str]:
-    """Command line of the node with parameters and the bag's camera topics remapped."""
+def node_command(params: Mapping[str, Any], topics: Sequence[CameraTopics]) -> list[str]:
+    """Command line of the node with parameters and the cameras' topics remapped."""
     cmd = [sys.executable, str(executable("flashocc_node")), "--ros-args"]
     for key, value in params.items():
         if isinstance(value, bool):
@@ -50,11 +51,10 @@ def node_command(params: Mapping[str, Any], cameras: tuple[str, ...]) -> list[st
         else:
             text = str(value)
         cmd += ["-p", f"{key}:={text}"]
-    for cam in cameras:
-        image, info = input_topics(cam)
-        low = cam.lower()
-        cmd += ["-r", f"/{NODE_NAME}/{image[2:]}:=/{low}/image_raw"]
-        cmd += ["-r", f"/{NODE_NAME}/{info[2:]}:=/{low}/camera_info"]
+    for cam in topics:
+        image, info = input_topics(cam.name)
+        cmd += ["-r", f"/{NODE_NAME}/{image[2:]}:={cam.image}"]
+        cmd += ["-r", f"/{NODE_NAME}/{info[2:]}:={cam.camera_info}"]
     return cmd
 
 
@@ -93,7 +93,7 @@ def awaited_outputs(params: Mapping[str, Any]) -> list[str]:
 def run_live(
     bag: Path,
     params: Mapping[str, Any],
-    cameras: tuple[str, ...],
+    topics: Sequence[CameraTopics],
     out_npz: Path,
     *,
     expected: int,
@@ -142,16 +142,14 @@ def run_live(
     if sim_time:
         node_params["use_sim_time"] = True
     proc = subprocess.Popen(
-        node_command(node_params, cameras), stdout=node_log, stderr=subprocess.STDOUT
+        node_command(node_params, topics), stdout=node_log, stderr=subprocess.STDOUT
     )
     player: subprocess.Popen[bytes] | None = None
     try:
         # Every input of the node: it subscribes one topic after the other, and a sample
         # published before its reader matched is lost (volatile QoS; /tf_static arrives late),
         # which cost the first bundles when only the first camera was waited for.
-        inputs = ["/tf_static", "/tf"] + [
-            f"/{c.lower()}/{t}" for c in cameras for t in ("image_raw", "camera_info")
-        ]
+        inputs = ["/tf_static", "/tf"] + [t for c in topics for t in (c.image, c.camera_info)]
         player_cmd = [
             sys.executable,
             str(executable("flashocc_play")),
@@ -229,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bag", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True, help="npz folder + logs + run.json")
     parser.add_argument("--param", action="append", default=[], help="node parameter k=v")
+    parser.add_argument("--cameras", type=Path, help="cameras YAML (default: the bag's names)")
     parser.add_argument("--expected", type=int, required=True, help="grids to wait for")
     parser.add_argument("--rate", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=300.0)
@@ -237,11 +236,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     params = parse_param_items(args.param)
-    cams = tuple(params.get("camera_names", NUSCENES_CAMERAS))
+    if args.cameras is not None:
+        topics = load_camera_topics(args.cameras)
+        params["camera_names"] = [t.name for t in topics]
+        params["compressed_cameras"] = [t.name for t in topics if t.compressed]
+    else:
+        cams = tuple(params.get("camera_names", NUSCENES_CAMERAS))
+        topics = default_camera_topics(cams, params.get("compressed_cameras", ()))
     res = run_live(
         args.bag,
         params,
-        cams,
+        topics,
         args.out / "npz",
         expected=args.expected,
         rate=args.rate,

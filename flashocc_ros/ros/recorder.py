@@ -20,12 +20,15 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 
+from flashocc_ros.sensing.tf_buffer import transform_matrix
+
 LOG = logging.getLogger(__name__)
 OCCUPANCY_TYPE = "flashocc_ros/msg/Occupancy"
 
 
 def occupancy_to_arrays(msg: Any) -> dict[str, np.ndarray]:
-    """Occupancy message -> {'semantics': (X, Y, Z) uint8[, 'confidence': (X, Y, Z) uint8]}."""
+    """Occupancy message -> the grid file's arrays (`runtime.grid_file`): 'semantics' (X, Y, Z)
+    uint8[, 'confidence'] and, when the message has them, the cameras, stamps and poses."""
     shape = (int(msg.size_x), int(msg.size_y), int(msg.size_z))
     labels = np.frombuffer(bytes(msg.labels), dtype=np.uint8)
     if labels.size != shape[0] * shape[1] * shape[2]:
@@ -33,7 +36,20 @@ def occupancy_to_arrays(msg: Any) -> dict[str, np.ndarray]:
     out = {"semantics": labels.reshape(shape).copy()}
     if len(msg.confidence):
         out["confidence"] = np.frombuffer(bytes(msg.confidence), np.uint8).reshape(shape).copy()
+    if len(msg.camera_names):
+        out["camera_names"] = np.asarray(list(msg.camera_names), dtype=str)
+        out["camera_stamps_ns"] = np.asarray(
+            [t.sec * 1_000_000_000 + t.nanosec for t in msg.camera_stamps], dtype=np.int64
+        )
+        out["ego_pose"] = pose_matrix(msg.ego_pose)
+        out["camera_poses"] = np.stack([pose_matrix(p) for p in msg.camera_poses])
     return out
+
+
+def pose_matrix(pose: Any) -> np.ndarray:
+    """geometry_msgs/Pose -> (4, 4) float64 transform."""
+    p, q = pose.position, pose.orientation
+    return transform_matrix((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
 
 
 class OccupancyRecorder:

@@ -22,6 +22,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
+from flashocc_ros.camera_topics import default_camera_topics
 from flashocc_ros.config import NUSCENES_CAMERAS
 from flashocc_ros.ros.live_run import NODE_NAME, executable, node_command
 
@@ -61,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     params = {"model_config": args.model_config, "weights": "random"}
     node_log = open(work / "node.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
-        node_command(params, NUSCENES_CAMERAS), stdout=node_log, stderr=subprocess.STDOUT
+        node_command(params, default_camera_topics(NUSCENES_CAMERAS)),
+        stdout=node_log,
+        stderr=subprocess.STDOUT,
     )
     rclpy.init()
     me = Node("flashocc_soak")

@@ -43,7 +43,7 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-from flashocc_ros.sensing.trigger_phase import estimate_phase, median_period_ns
+from flashocc_ros.sensing.trigger_phase import estimate_phase, median_period_ns, unwrap_cycle
 
 _LOG = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class SyncConfig:
     missing: MissingRule = MissingRule.DROP
     fill_tolerance_ns: int = 100_000_000  # FILL: largest |stamp - (K + phase)| of a stand-in
     max_pending: int = 32  # undecided bundles kept (oldest dropped beyond)
-    phase_samples: int = 6  # frames per camera to measure its phase from
+    phase_samples: int = 1  # frames a camera's phase is first measured from (then its latest 16)
     jump_back_ns: int = 250_000_000  # a stamp this much older than the newest: time reset
 
     def __post_init__(self) -> None:
@@ -90,8 +90,8 @@ class SyncConfig:
             raise ValueError("tolerance, timeout and jump_back must be > 0")
         if self.fill_tolerance_ns < self.tolerance_ns:
             raise ValueError("fill_tolerance must be >= tolerance")
-        if self.max_pending < 1 or self.phase_samples < 2:
-            raise ValueError("need max_pending >= 1 and phase_samples >= 2")
+        if self.max_pending < 1 or self.phase_samples < 1:
+            raise ValueError("need max_pending >= 1 and phase_samples >= 1")
         if self.offsets_ns is not None and (
             len(self.offsets_ns) != len(self.cameras) or self.offsets_ns[0] != 0
         ):
@@ -156,9 +156,10 @@ class _Camera(Generic[T]):
         self.frames: list[Frame[T]] = []
         self.stamps: list[int] = []  # the frames' stamps, for bisect
         self.newest: int | None = None
-        self.recent: collections.deque[int] = collections.deque(maxlen=17)  # for its period
+        self.recent: collections.deque[int] = collections.deque(maxlen=17)  # period, phase
         self.phase: int | None = phase_ns
-        self.samples: list[int] = []  # stamps seen while the phase is unknown
+        self.measured = phase_ns is None  # phase measured from the streams (not configured)
+        self.logged: int | None = None  # phase last reported in the log
 
     def insert(self, frame: Frame[T]) -> None:
         i = bisect.bisect_left(self.stamps, frame.stamp_ns)
@@ -306,8 +307,6 @@ class BundleSynchronizer(Generic[T]):
                 self._drops[DropReason.LATE] += 1  # belongs to a cycle decided already
                 return []
             cam.insert(frame)
-            if cam.phase is None:
-                cam.samples.append(stamp)
             cam.recent.append(stamp)
         cam.newest = stamp if cam.newest is None else max(cam.newest, stamp)
         self._measure_phases()
@@ -328,33 +327,38 @@ class BundleSynchronizer(Generic[T]):
                 cam.evict_before(ref + cam.phase - self.cfg.fill_tolerance_ns)
 
     def _measure_phases(self, *, final: bool = False) -> None:
+        """Measure (and keep measuring: a phase can drift) each unconfigured camera's phase."""
         keys = list(self._key_stamps)
         period = self._period()
         if period is None and final and keys:
             period = keys[-1] - keys[0] if len(keys) == 2 else 4 * self.cfg.timeout_ns
         if period is None:
             return
+        key = self.cfg.cameras[0]
         for name, cam in self._cams.items():
-            if cam.phase is not None:
+            if not cam.measured or name == key:
                 continue
-            if final:
-                est = estimate_phase(keys, cam.samples, period, 1, between_keys=False)
-            else:
-                est = estimate_phase(keys, cam.samples, period, self.cfg.phase_samples)
-            if est is None:
-                if len(cam.samples) > 4 * _BUFFER:
-                    del cam.samples[: 2 * _BUFFER]
-                continue
-            cam.phase, cam.samples = est.phase_ns, []
-            self._spread[name] = est.spread_ns
-            _LOG.info(
-                "camera %s: trigger phase %+.1f ms after %s (period %.1f ms, spread %.1f ms)",
-                name,
-                est.phase_ns / 1e6,
-                self.cfg.cameras[0],
-                period / 1e6,
-                est.spread_ns / 1e6,
+            est = estimate_phase(
+                keys, cam.recent, period, self.cfg.phase_samples, between_keys=not final
             )
+            if est is not None:
+                cam.phase = est.phase_ns
+                self._spread[name] = est.spread_ns
+        known = {n: c.phase for n, c in self._cams.items() if c.phase is not None}
+        for name, phase in unwrap_cycle(known, key, period).items():
+            cam = self._cams[name]
+            if not cam.measured or name == key:
+                continue
+            cam.phase = phase
+            if cam.logged is None or abs(cam.logged - phase) > self.cfg.tolerance_ns // 2:
+                cam.logged = phase
+                _LOG.info(
+                    "camera %s: trigger phase %+.1f ms after %s (period %.1f ms)",
+                    name,
+                    phase / 1e6,
+                    key,
+                    period / 1e6,
+                )
 
     def _decide_pending(self, *, final: bool) -> list[Bundle[T]]:
         """Decide pending bundles in key order, up to the first undecided one (all if final)."""

@@ -7,9 +7,14 @@ On a triggered rig every camera fires once per cycle of the key camera, a fixed 
 and its frame of key cycle k is the one nearest `key stamp + phase`, although its previous frame
 lies only 41 ms before the key stamp.
 
+A phase measured near half a period is ambiguous (the camera may fire just after the key camera's
+trigger or just before the next one): `unwrap_cycle` resolves it with the rig, by taking the
+cycle as the rig's contiguous trigger sweep, i.e. cutting the circle of all cameras' phases at its
+largest gap (nuScenes: 0 .. 42 ms of an 83 ms period, so +42 ms, not -41 ms).
+
 The estimate is a circular mean of the camera's offsets from the nearest key stamp, wrapped by the
-key period, over the first `samples` frames that have key stamps on both sides. Which frames
-qualify depends only on the stamps, not on the order in which the two streams arrive.
+key period, over its latest frames that have key stamps on both sides. Which frames qualify
+depends only on the stamps, not on the order in which the two streams arrive.
 """
 
 from __future__ import annotations
@@ -51,22 +56,23 @@ def estimate_phase(
     key_stamps: Sequence[int],
     stamps: Sequence[int],
     period_ns: int,
-    samples: int,
+    samples: int = 1,
     *,
+    latest: int = 16,
     between_keys: bool = True,
 ) -> PhaseEstimate | None:
     """Phase of a camera from its `stamps` against `key_stamps` (both any order, ns).
 
-    Uses the first `samples` stamps (in stamp order) that lie between the first and the last key
-    stamp (with `between_keys` False: any stamp, for a recording too short to measure
-    properly); None while fewer qualify or without a period.
+    Uses the latest `latest` stamps that lie between the first and the last key stamp (with
+    `between_keys` False: any stamp, for a recording too short to measure properly); None while
+    fewer than `samples` qualify or without a period.
     """
     if period_ns <= 0 or not key_stamps:
         return None
     keys = sorted(key_stamps)
     lo, hi = (keys[0], keys[-1]) if between_keys else (-(2**62), 2**62)
-    chosen = [s for s in sorted(stamps) if lo <= s <= hi][:samples]
-    if len(chosen) < samples:
+    chosen = [s for s in sorted(stamps) if lo <= s <= hi][-latest:]
+    if len(chosen) < max(1, samples):
         return None
     offsets = []
     j = 0
@@ -80,3 +86,24 @@ def estimate_phase(
     phase = wrap_offset(mean / (2.0 * math.pi) * period_ns, period_ns)
     spread = max(abs(wrap_offset(o - phase, period_ns)) for o in offsets)
     return PhaseEstimate(round(phase), round(spread), len(chosen))
+
+
+def unwrap_cycle(phases: dict[str, int], key: str, period_ns: int) -> dict[str, int]:
+    """Phases (any wrap) -> offsets from the key camera along the rig's trigger sweep.
+
+    The phases are points on a circle of one period; the sweep is the arc that leaves out the
+    largest gap between neighbouring points, and each camera's offset is its distance from the
+    key camera along that arc (negative before it). With two cameras this is the wrap into
+    [-period/2, period/2)."""
+    if len(phases) < 2 or period_ns <= 0:
+        return {name: round(wrap_offset(p, period_ns)) for name, p in phases.items()}
+    on_circle = {name: (p - phases[key]) % period_ns for name, p in phases.items()}
+    points = sorted(set(on_circle.values()))
+    gaps = [
+        ((points[(i + 1) % len(points)] - points[i]) % period_ns or period_ns, i)
+        for i in range(len(points))
+    ]
+    _, i = max(gaps)  # the sweep starts after the largest gap
+    start = points[(i + 1) % len(points)]
+    key_pos = (0 - start) % period_ns
+    return {name: round((v - start) % period_ns - key_pos) for name, v in on_circle.items()}

@@ -7,7 +7,7 @@ In: a rosbag2 and the node's settings (parameter file, cameras file, remaps). Ou
 
 The settings are read exactly as the node reads them (the same parameter names, the same remap
 syntax as `--ros-args -r`), so the grids equal the node's for the same recording. Writes
-`<out>/<stamp_ns>.npz` (`semantics` (X, Y, Z) uint8, and `confidence` when enabled).
+`<out>/<stamp_ns>.npz` per grid (format: `runtime.grid_file`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from flashocc_ros.camera_topics import apply_remaps, default_camera_topics, load_camera_topics
 from flashocc_ros.config import ConfigError
 from flashocc_ros.node_config import (
@@ -29,6 +27,7 @@ from flashocc_ros.node_config import (
     parse_param_items,
 )
 from flashocc_ros.runtime.bag_replay import OfflineReplay, RecordingError, ReplayStats
+from flashocc_ros.runtime.grid_file import grid_path, result_arrays, write_grid
 
 __all__ = ["OfflineReplay", "ReplayStats", "main"]
 LOG = logging.getLogger(__name__)
@@ -118,13 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         with _progress(args.bag, args.quiet) as bar:
             for result in replay.run(args.bag, progress=bar):
-                path = args.out / f"{result.stamp_ns}.npz"
-                if result.confidence is None:
-                    np.savez_compressed(path, semantics=result.labels)
-                else:
-                    np.savez_compressed(
-                        path, semantics=result.labels, confidence=result.confidence
-                    )
+                write_grid(grid_path(args.out, result.stamp_ns), result_arrays(result))
     except RecordingError as err:
         LOG.error("flashocc-replay: %s", err)
         return 1

@@ -20,7 +20,12 @@ from flashocc_ros.sensing.sync import (
     MissingRule,
     SyncConfig,
 )
-from flashocc_ros.sensing.trigger_phase import estimate_phase, median_period_ns, wrap_offset
+from flashocc_ros.sensing.trigger_phase import (
+    estimate_phase,
+    median_period_ns,
+    unwrap_cycle,
+    wrap_offset,
+)
 
 NUSC = (
     "CAM_FRONT_LEFT",
@@ -92,11 +97,18 @@ def rigs(draw: st.DrawFn) -> tuple[Rig, int, dict[str, object]]:
     n = draw(st.integers(2, 6))
     hz = draw(st.integers(10, 30))
     period = 1_000_000_000 // hz
-    # stagger of either sign up to (nearly) half a period; jitter up to 3 ms
-    fractions = draw(st.lists(st.floats(-0.45, 0.45), min_size=n - 1, max_size=n - 1))
-    phases = (0, *(int(f * period) for f in fractions))
-    cams = tuple(f"cam{i}" for i in range(n))
     jitter = draw(st.integers(0, 3)) * MS
+    if n == 2:  # one camera either side of the key camera, up to half a period: its offset
+        # plus both cameras' jitter stays short of it (else no measurement can tell the cycle)
+        reach = period // 2 - 2 * jitter - MS
+        phases: tuple[int, ...] = (0, int(draw(st.floats(-1.0, 1.0)) * reach))
+    else:  # a trigger sweep over up to 55 % of the period, the key camera anywhere in it
+        spread = draw(st.floats(0.0, 0.55)) * period
+        step = spread / (n - 1)
+        slots = [i * step + draw(st.floats(-0.1, 0.1)) * step for i in range(n)]
+        order = draw(st.permutations(range(n)))  # which camera fires in which slot
+        phases = tuple(int(slots[order[i]] - slots[order[0]]) for i in range(n))
+    cams = tuple(f"cam{i}" for i in range(n))
     cyc = draw(st.integers(20, 45))
     seed = draw(st.integers(0, 2**31))
     rng = random.Random(seed)
@@ -320,7 +332,7 @@ def test_phase_estimate_near_half_a_period_and_with_drops(phase_ms: int) -> None
     rng = random.Random(phase_ms)
     keys = [k * 100 * MS + rng.randint(-3, 3) * MS for k in range(20) if k not in (4, 5)]
     cam = [k * 100 * MS + phase_ms * MS + rng.randint(-3, 3) * MS for k in range(20) if k != 7]
-    est = estimate_phase(keys, cam, 100 * MS, 8)
+    est = estimate_phase(keys, cam, 100 * MS, 8, latest=8)
     assert est is not None and est.samples == 8
     assert abs(wrap_offset(est.phase_ns - phase_ms * MS, 100 * MS)) <= 3 * MS
     assert est.spread_ns <= 9 * MS  # key and camera jitter, plus the estimate's own error
@@ -340,3 +352,14 @@ def test_a_camera_faster_than_the_window_waits_for_the_nearest_frame() -> None:
     assert sync.add("fast", 298 * MS, "nearest") == []
     [bundle] = sync.add("fast", 308 * MS, "after")
     assert bundle.payloads == ("k", "nearest")
+
+
+def test_unwrap_takes_the_rig_sweep_as_the_cycle() -> None:
+    t = PERIOD_12HZ
+    nusc = dict(zip(NUSC, (0, 8 * MS, 17 * MS, 25 * MS, 33 * MS, -41 * MS), strict=True))
+    assert unwrap_cycle(nusc, NUSC[0], t)["CAM_BACK_RIGHT"] == t - 41 * MS  # +42.3 ms
+    middle = {"k": 0, "a": -30 * MS, "b": -15 * MS, "c": 15 * MS, "d": 30 * MS + t}
+    assert unwrap_cycle(middle, "k", t) == {"k": 0, "a": -30 * MS, "b": -15 * MS,
+                                            "c": 15 * MS, "d": 30 * MS}  # fmt: skip
+    assert unwrap_cycle({"k": 0, "a": 45 * MS}, "k", 100 * MS) == {"k": 0, "a": 45 * MS}
+    assert unwrap_cycle({"k": 0, "a": 55 * MS}, "k", 100 * MS) == {"k": 0, "a": -45 * MS}
