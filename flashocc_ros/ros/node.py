@@ -3,18 +3,22 @@ In: sensor_msgs/Image|CompressedImage + CameraInfo per camera, /tf, /tf_static. 
 
 Concurrency model
 -----------------
-* The executor (one thread, `rclpy.spin`) runs only cheap callbacks: image/camera-info callbacks
-  store the message and feed the bundle synchroniser; /tf callbacks fill the TF buffer. Nothing
-  decodes or infers in a callback.
-* A complete bundle goes into a drop-oldest queue of one (`LatestQueue`): when inference is
-  slower than the cameras, older bundles are dropped (counted as `superseded`), never queued.
-* One worker thread takes the newest bundle into a short `PoseWaitList` (bundles whose /tf
-  samples have not arrived yet; /tf can lag the images by seconds under load). It processes the
-  newest bundle whose poses are all in the TF buffer and drops older waiting ones (counted as
-  `superseded_waiting_tf`); a bundle that waited `tf_timeout_s` is processed anyway and fails
-  with the TF error. Processing = decode the images, look up TF at each camera's stamp, run
-  the pipeline (preprocess -> network -> labels) and publish. Publishers are
-  thread-safe in rclpy; shared state (TF buffer, synchroniser, counters) is guarded by locks.
+* The executor (one thread, `rclpy.spin`) runs only cheap callbacks that hand each message to
+  the front end (`runtime.frontend.FrontEnd`, shared with offline replay): images feed the
+  trigger-cycle synchroniser, CameraInfo and /tf fill their stores. Nothing decodes or infers
+  in a callback.
+* The bundles one image completes (normally one) go together into a drop-oldest queue of one
+  (`LatestQueue`): when inference is slower than the cameras, older bundles are dropped
+  (counted as `superseded`), never queued.
+* One worker thread moves them into a short `PoseWaitList` (bundles whose /tf samples or
+  CameraInfo have not arrived yet; /tf can lag the images by seconds under load). It processes
+  the oldest bundle whose inputs are all in, dropping older ones still waiting (counted as
+  `superseded_waiting_tf`); a bundle that waited `tf_timeout_s` is processed with extrapolated
+  poses (up to `tf_extrapolation_s`) or fails with the TF error. When no image has come for
+  `sync_timeout_s` the worker has the synchroniser decide the bundles still waiting for frames.
+  Processing = decode the images, pair CameraInfo, look up TF at each camera's stamp, run the
+  pipeline (preprocess -> network -> labels) and publish. Publishers are thread-safe in rclpy;
+  shared state (front end, counters) is guarded by locks.
 * Diagnostics are published from a timer on the executor thread.
 """
 
@@ -101,7 +105,7 @@ class FlashOccNode(Node):
         self.faults: dict[str, str] = {}
         self.latency_ms: dict[str, float] = {}
         self.frontend = FrontEnd(self.params, on_reset=self._on_time_reset)
-        self.queue: LatestQueue[Bundle[RawImage]] = LatestQueue()
+        self.queue: LatestQueue[list[Bundle[RawImage]]] = LatestQueue()
         self.waiting: PoseWaitList[Bundle[RawImage]] = PoseWaitList(self.params.tf_timeout_s)
         self._reset_waiting = threading.Event()
         self._last_image = time.monotonic()
@@ -220,8 +224,9 @@ class FlashOccNode(Node):
     def _on_image(self, name: str, msg: Image | CompressedImage) -> None:
         self._count(f"images_in.{name}")
         self._last_image = time.monotonic()
-        for bundle in self.frontend.on_image(name, msg):
-            self.queue.put(bundle)
+        bundles = self.frontend.on_image(name, msg)
+        if bundles:  # the bundles one frame decides travel together (in stamp order)
+            self.queue.put(bundles)
 
     def _on_time_reset(self, stamp_ns: int) -> None:
         """Camera time went backwards (bag loop): forget the pipeline's history and waiting
@@ -244,19 +249,18 @@ class FlashOccNode(Node):
     def _run_worker(self) -> None:
         while not self._stop.is_set():
             try:
-                bundle = self.queue.get(timeout=0.005 if len(self.waiting) else 0.1)
+                batch = self.queue.get(timeout=0.005 if len(self.waiting) else 0.1)
             except QueueClosed:
                 return
             if self._reset_waiting.is_set():
                 self._reset_waiting.clear()
                 self._count_superseded(len(self.waiting.clear()))
             now = time.monotonic()
-            if bundle is None and now - self._last_image > self.params.sync_timeout_s:
+            if batch is None and now - self._last_image > self.params.sync_timeout_s:
                 # no image for a while (recording ended, driver stopped): decide the bundles
                 # still waiting for frames with what came
-                for late in self.frontend.flush():
-                    self._count_superseded(len(self.waiting.add(late, now)))
-            if bundle is not None:
+                batch = self.frontend.flush()
+            for bundle in batch or ():
                 self._count_superseded(len(self.waiting.add(bundle, now)))
             if not len(self.waiting):
                 continue

@@ -95,17 +95,18 @@ class Released(Generic[T]):
 
 
 class PoseWaitList(Generic[T]):
-    """Complete bundles waiting for their ego poses (/tf), newest-ready-first (worker only).
+    """Complete bundles waiting for their ego poses (/tf) and CameraInfo (worker only).
 
     /tf and images travel on different topics, and under load /tf can arrive seconds after the
     images it belongs to (seen on DDS over localhost with large images in flight). A worker that
     blocked on each bundle in turn would lose every bundle whose /tf is late; this list keeps up
-    to `capacity` bundles and on each `release(is_ready, now)`:
+    to `capacity` bundles (oldest first) and on each `release(is_ready, now)`:
 
-    * hands out the newest bundle whose poses are available and drops every older one
-      ("superseded": a newer result makes them useless);
+    * hands out the oldest ready bundle, and drops every older one that is not ready while a
+      newer one is ("superseded": the inputs of a newer bundle are in, so waiting longer for an
+      older one would only hold the newer ones up);
     * when none is ready, hands out the oldest bundle that has waited `max_wait_s`, marked
-      `timed_out` (the caller processes it anyway and reports the real TF error);
+      `timed_out` (the caller processes it anyway: extrapolated poses, or the real TF error);
     * when more than `capacity` bundles wait, `add` pushes the oldest out.
 
     Not thread-safe: one worker thread owns it. `now` is time.monotonic() seconds.
@@ -135,12 +136,13 @@ class PoseWaitList(Generic[T]):
 
     def release(self, is_ready: Callable[[T], bool], now: float) -> Released[T]:
         """The bundle to process now, if any, and the bundles given up on (see the class)."""
-        for i in range(len(self._items) - 1, -1, -1):
-            if is_ready(self._items[i][1]):
-                ready = self._items[i][1]
-                superseded = tuple(it for _, it in self._items[:i])
-                del self._items[: i + 1]
-                return Released(ready, False, superseded)
+        ready = [is_ready(item) for _, item in self._items]
+        if any(ready):
+            newest = max(i for i, r in enumerate(ready) if r)
+            older = list(zip(self._items[:newest], ready[:newest], strict=True))
+            superseded = tuple(it for (_, it), r in older if not r)
+            self._items = [entry for entry, r in older if r] + self._items[newest:]
+            return Released(self._items.pop(0)[1], False, superseded)
         if self._items and now - self._items[0][0] >= self.max_wait_s:
             _, oldest = self._items.pop(0)
             return Released(oldest, True, ())

@@ -57,17 +57,18 @@ def test_latest_queue_blocks_until_put_and_close_wakes() -> None:
 
 
 # --- PoseWaitList: bundles waiting for late /tf --------------------------------------------------
-def test_wait_list_hands_out_the_newest_ready_and_supersedes_older() -> None:
+def test_wait_list_hands_out_ready_bundles_oldest_first_and_supersedes_stuck_ones() -> None:
     wl: PoseWaitList[int] = PoseWaitList(max_wait_s=1.0)
     ready: set[int] = set()
-    for stamp, now in ((1, 0.0), (2, 0.1), (3, 0.2)):
+    for stamp, now in ((1, 0.0), (2, 0.1), (3, 0.2), (4, 0.3)):
         assert wl.add(stamp, now) == ()
     assert wl.release(ready.__contains__, 0.3) == Released(None, False, ())
-    ready.update({1, 2})  # /tf caught up to bundle 2, not yet 3
+    ready.update({2, 3})  # bundle 1 is stuck, 2 and 3 are ready, 4 is not yet
     assert wl.release(ready.__contains__, 0.4) == Released(2, False, (1,))
+    assert wl.release(ready.__contains__, 0.4) == Released(3, False, ())
     assert len(wl) == 1
-    ready.add(3)
-    assert wl.release(ready.__contains__, 0.5) == Released(3, False, ())
+    ready.add(4)
+    assert wl.release(ready.__contains__, 0.5) == Released(4, False, ())
     assert len(wl) == 0
 
 
