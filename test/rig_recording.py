@@ -2,6 +2,8 @@
 In: rig timing (rate, trigger offsets, jitter, drops, a silent camera, a /tf gap, a repeated
 frame), topic names. Out: an mcap rosbag2 and the truth it was made from.
 
+`check_results` holds what the node made of it to that truth (right frames, /tf poses).
+
 Six nuScenes-like cameras (some JPEG, some raw bgr8) on vehicle-style topics, CameraInfo with
 every image (same stamp), /tf_static base_link <- <camera>_optical, /tf odom <- base_link at
 50 Hz of a car driving a 20 m-radius left turn at 10 m/s. Images are seeded noise, different for
@@ -18,16 +20,22 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 from rig_streams import MS, Rig, RigFrame
+from tiny_config import SMALL_GRID, input_sensitive
 
 from flashocc_ros.camera_topics import CameraTopics
-from flashocc_ros.config import NUSCENES_CAMERAS
+from flashocc_ros.config import NUSCENES_CAMERAS, model_config
+from flashocc_ros.model.checkpoint import save_flashocc
+from flashocc_ros.model.flashocc import build_model
 from flashocc_ros.msgdefs import flashocc_typestore
 from flashocc_ros.rig import nuscenes_like_rig
+from flashocc_ros.runtime.pipeline import OccupancyResult
 from flashocc_ros.sensing.tf_buffer import matrix_to_quaternion
 from flashocc_ros.world.bag import DEFAULT_QOS, TF_STATIC_QOS
 
 NUSC_PHASES = (0, 8 * MS, 17 * MS, 25 * MS, 33 * MS, 42 * MS)
+MM, DEG = 1e-3, math.radians(1.0)
 SPEED, RADIUS = 10.0, 20.0  # m/s, m: a left turn, yaw rate 0.5 rad/s
 
 
@@ -182,3 +190,57 @@ def write_rig_recording(
     finally:
         writer.close()
     return RigRecording(topics, frames, tf_stamps, t0, rig, silent)
+
+
+def reference_pose(samples: list[tuple[int, np.ndarray]], stamp: int) -> np.ndarray:
+    """odom <- base_link at `stamp` from the /tf samples on both sides: translation linear,
+    rotation R0 exp(a log(R0^T R1)) (written apart from the project's TF buffer)."""
+    stamps = [s for s, _ in samples]
+    i = int(np.searchsorted(stamps, stamp))
+    (s0, m0), (s1, m1) = samples[i - 1], samples[i]
+    a = (stamp - s0) / (s1 - s0)
+    rel = m0[:3, :3].T @ m1[:3, :3]
+    angle = math.acos(max(-1.0, min(1.0, (np.trace(rel) - 1) / 2)))
+    out = np.eye(4)
+    out[:3, 3] = (1 - a) * m0[:3, 3] + a * m1[:3, 3]
+    if angle < 1e-12:
+        out[:3, :3] = m0[:3, :3]
+        return out
+    axis = np.array([rel[2, 1] - rel[1, 2], rel[0, 2] - rel[2, 0], rel[1, 0] - rel[0, 1]])
+    axis /= 2 * math.sin(angle)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    step = np.eye(3) + math.sin(a * angle) * k + (1 - math.cos(a * angle)) * k @ k
+    out[:3, :3] = m0[:3, :3] @ step
+    return out
+
+
+def assert_pose_close(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    err_t = float(np.linalg.norm(got[:3, 3] - want[:3, 3]))
+    rel = got[:3, :3].T @ want[:3, :3]
+    err_r = math.acos(max(-1.0, min(1.0, (np.trace(rel) - 1) / 2)))
+    assert err_t <= 5 * MM and err_r <= 0.05 * DEG, f"{what}: {err_t * 1e3:.2f} mm, {err_r}"
+
+
+def check_results(rec: RigRecording, results: dict[int, OccupancyResult]) -> None:
+    """Every grid from its cycle's own frames with the poses /tf gives; every complete cycle
+    has a grid."""
+    complete = rec.complete_cycles()
+    by_key = {stamps[0]: stamps for stamps in complete.values()}
+    assert set(results) == set(by_key), (sorted(results), sorted(by_key))
+    samples = rec.tf_samples()
+    static = {c.name: c.camera_to_base for c in rec.rig.cameras}
+    for stamp, r in results.items():
+        assert r.camera_stamps_ns == by_key[stamp]
+        assert r.ego_pose is not None and r.camera_poses is not None
+        key = reference_pose(samples, stamp)
+        assert_pose_close(r.ego_pose, key, f"ego pose {stamp}")
+        for i, (name, cam_stamp) in enumerate(zip(r.camera_names, by_key[stamp], strict=True)):
+            want = np.linalg.inv(key) @ reference_pose(samples, cam_stamp) @ static[name]
+            assert_pose_close(r.camera_poses[i], want, f"{name} at {stamp}")
+
+
+def write_test_weights(path: Path) -> None:
+    """Seeded random `tiny` weights on the small test grid whose grids depend on the images."""
+    cfg = model_config("tiny").replace(grid=SMALL_GRID)
+    torch.manual_seed(3)
+    save_flashocc(input_sensitive(build_model(cfg).eval()), cfg, path)

@@ -6,74 +6,18 @@ Out: pass/fail.
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from rig_recording import RigRecording, write_rig_recording
-from tiny_config import SMALL_GRID, input_sensitive
+from rig_recording import RigRecording, check_results, write_rig_recording, write_test_weights
 
 from flashocc_ros.camera_topics import camera_topics_yaml
-from flashocc_ros.config import model_config
-from flashocc_ros.model.checkpoint import save_flashocc
-from flashocc_ros.model.flashocc import build_model
 from flashocc_ros.node_config import node_config_from_mapping
 from flashocc_ros.runtime.bag_replay import OfflineReplay
 from flashocc_ros.runtime.factory import create_pipeline
-from flashocc_ros.runtime.pipeline import OccupancyResult
-
-MM, DEG = 1e-3, math.radians(1.0)
-
-
-def reference_pose(samples: list[tuple[int, np.ndarray]], stamp: int) -> np.ndarray:
-    """odom <- base_link at `stamp` from the /tf samples on both sides: translation linear,
-    rotation R0 exp(a log(R0^T R1)) (written apart from the project's TF buffer)."""
-    stamps = [s for s, _ in samples]
-    i = int(np.searchsorted(stamps, stamp))
-    (s0, m0), (s1, m1) = samples[i - 1], samples[i]
-    a = (stamp - s0) / (s1 - s0)
-    rel = m0[:3, :3].T @ m1[:3, :3]
-    angle = math.acos(max(-1.0, min(1.0, (np.trace(rel) - 1) / 2)))
-    out = np.eye(4)
-    out[:3, 3] = (1 - a) * m0[:3, 3] + a * m1[:3, 3]
-    if angle < 1e-12:
-        out[:3, :3] = m0[:3, :3]
-        return out
-    axis = np.array([rel[2, 1] - rel[1, 2], rel[0, 2] - rel[2, 0], rel[1, 0] - rel[0, 1]])
-    axis /= 2 * math.sin(angle)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    step = np.eye(3) + math.sin(a * angle) * k + (1 - math.cos(a * angle)) * k @ k
-    out[:3, :3] = m0[:3, :3] @ step
-    return out
-
-
-def assert_pose_close(got: np.ndarray, want: np.ndarray, what: str) -> None:
-    err_t = float(np.linalg.norm(got[:3, 3] - want[:3, 3]))
-    rel = got[:3, :3].T @ want[:3, :3]
-    err_r = math.acos(max(-1.0, min(1.0, (np.trace(rel) - 1) / 2)))
-    assert err_t <= 5 * MM and err_r <= 0.05 * DEG, f"{what}: {err_t * 1e3:.2f} mm, {err_r}"
-
-
-def check_results(rec: RigRecording, results: dict[int, OccupancyResult]) -> None:
-    """Every grid from its cycle's own frames with the poses /tf gives; every complete cycle
-    has a grid."""
-    complete = rec.complete_cycles()
-    by_key = {stamps[0]: stamps for stamps in complete.values()}
-    assert set(results) == set(by_key), (sorted(results), sorted(by_key))
-    samples = rec.tf_samples()
-    static = {c.name: c.camera_to_base for c in rec.rig.cameras}
-    for stamp, r in results.items():
-        assert r.camera_stamps_ns == by_key[stamp]
-        assert r.ego_pose is not None and r.camera_poses is not None
-        key = reference_pose(samples, stamp)
-        assert_pose_close(r.ego_pose, key, f"ego pose {stamp}")
-        for i, (name, cam_stamp) in enumerate(zip(r.camera_names, by_key[stamp], strict=True)):
-            want = np.linalg.inv(key) @ reference_pose(samples, cam_stamp) @ static[name]
-            assert_pose_close(r.camera_poses[i], want, f"{name} at {stamp}")
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +25,7 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RigRecord
     root = tmp_path_factory.mktemp("rig")
     rec = write_rig_recording(root / "bag")
     (root / "cameras.yaml").write_text(camera_topics_yaml(rec.topics))
-    cfg = model_config("tiny").replace(grid=SMALL_GRID)
-    torch.manual_seed(3)
-    save_flashocc(input_sensitive(build_model(cfg).eval()), cfg, root / "tiny.safetensors")
+    write_test_weights(root / "tiny.safetensors")
     return root / "bag", rec, root
 
 
