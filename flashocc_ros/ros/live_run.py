@@ -136,9 +136,9 @@ def run_live(
     logs.mkdir(parents=True, exist_ok=True)
     node_log = open(logs / "node.log", "w")  # noqa: SIM115 - closed in finally
     # The player publishes reliably and an evaluation must see every bundle: the node reads
-    # images reliably too unless told otherwise (best effort loses fragments of large images
-    # on a loaded host: a bundle then vanishes).
-    node_params = {"input_reliability": "reliable", **params}
+    # images and /tf reliably too unless told otherwise (best effort loses fragments of large
+    # images on a loaded host: a bundle then vanishes; a lost /tf sample changes the poses).
+    node_params = {"input_reliability": "reliable", "tf_reliability": "reliable", **params}
     if sim_time:
         node_params["use_sim_time"] = True
     proc = subprocess.Popen(

@@ -243,6 +243,7 @@ class FlashOccNode(Node):
         self.frontend.on_camera_info(name, msg)
 
     def _on_tf(self, msg: Any, static: bool) -> None:
+        self._count("tf_static_in" if static else "tf_in")
         self.frontend.on_tf(msg, static)
 
     # ----------------------------------------------------------------- worker
