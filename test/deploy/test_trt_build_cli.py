@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from tiny_config import TINY
+from trt_fakes import calibration_table, write_export
 
 from flashocc_ros.config import ConfigError, model_config
 from flashocc_ros.deploy.engine_meta import GRAPHS, STEREO_GRAPH, EngineLayout
@@ -74,6 +75,34 @@ def test_calib_bag_is_refused_for_float_engines(
     base = ["--model-config", "tiny", "--weights", "random", "--out", str(tmp_path / "e")]
     assert build_engine.main([*base, "--precision", "fp16", "--calib-bag", str(tmp_path)]) == 2
     assert "for --precision int8 only" in _errors(caplog)[0]
+
+
+def test_a_crafted_calibration_cache_ends_the_build_in_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """int8 without a bag builds from the folder's caches: a cache that is not a calibration
+    table (here a pickle whose unpickling would run code) is refused naming the file, in one
+    line, before TensorRT is even looked for (it used to be handed to TensorRT)."""
+    import pickle
+
+    from flashocc_ros.deploy.calibration import CalibrationCache
+    from flashocc_ros.deploy.onnx_export import weights_sha256
+    from flashocc_ros.runtime.factory import load_model
+
+    cfg, model = load_model("tiny", "random")
+    layout = EngineLayout(tmp_path / "e", "int8")
+    export = write_export(layout.onnx_dir, cfg, weights_sha256(model))
+    for graph, spec in zip(GRAPHS, (export.image_graph, export.bev_graph), strict=True):
+        CalibrationCache(layout.calib_cache(graph), spec.sha256).write(calibration_table(["x"]))
+    crafted = layout.calib_cache(GRAPHS[1])
+    crafted.write_bytes(pickle.dumps(("exec", "import os")))
+    args = ["--model-config", "tiny", "--weights", "random", "--precision", "int8"]
+    assert build_engine.main([*args, "--out", str(layout.root)]) == 2
+    assert _errors(caplog) == [
+        "flashocc-build-engine: --precision int8 needs --calib-bag BAG (an int8 rebuild needs "
+        f"calibration frames: {crafted} is not a TensorRT calibration table: binary data, "
+        "not text)"
+    ]
 
 
 def test_out_must_be_a_folder(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
