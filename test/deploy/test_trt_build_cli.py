@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from tiny_config import TINY
-from trt_fakes import calibration_table, write_export
+from trt_fakes import PLATFORM, calibration_table, install_fake_tensorrt, write_export
 
 from flashocc_ros.config import ConfigError, model_config
 from flashocc_ros.deploy.engine_meta import GRAPHS, STEREO_GRAPH, EngineLayout
@@ -103,6 +103,40 @@ def test_a_crafted_calibration_cache_ends_the_build_in_one_line(
         f"calibration frames: {crafted} is not a TensorRT calibration table: binary data, "
         "not text)"
     ]
+
+
+def test_int8_engines_from_another_bag_are_not_up_to_date(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--calib-bag NEW` on int8 engines calibrated on another bag rebuilds them (it reported
+    them up to date); the bag they were calibrated on keeps them."""
+    from flashocc_ros.deploy import engine_meta
+    from flashocc_ros.deploy.engine_meta import make_metadata
+    from flashocc_ros.deploy.onnx_export import file_sha256, weights_sha256
+    from flashocc_ros.runtime.factory import load_model
+
+    install_fake_tensorrt(monkeypatch)
+    monkeypatch.setattr(engine_meta, "cuda_platform", lambda version, device="cuda": PLATFORM)
+    old_bag, new_bag = tmp_path / "old_bag", tmp_path / "new_bag"
+    old_bag.mkdir()
+    new_bag.mkdir()  # empty: reading it fails, which shows the build went for it
+    cfg, model = load_model("tiny", "random")
+    layout = EngineLayout(tmp_path / "e", "int8")
+    export = write_export(layout.onnx_dir, cfg, weights_sha256(model))
+    for graph in GRAPHS:
+        layout.engine(graph).write_bytes(graph.encode())
+        sha = file_sha256(layout.engine(graph))
+        calibration = {"source": "frames", "bag": str(old_bag.resolve())}
+        meta = make_metadata(graph, "int8", export, PLATFORM, sha, calibration=calibration)
+        layout.metadata(graph).write_text(meta.to_json())
+    args = ["--model-config", "tiny", "--weights", "random", "--precision", "int8"]
+    args += ["--out", str(layout.root), "--calib-bag"]
+    caplog.set_level(logging.INFO)
+    assert build_engine.main([*args, str(old_bag)]) == 0
+    assert "are up to date" in caplog.text
+    caplog.clear()
+    assert build_engine.main([*args, str(new_bag)]) == 2
+    assert "cannot read calibration bag" in _errors(caplog)[0]
 
 
 def test_out_must_be_a_folder(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
