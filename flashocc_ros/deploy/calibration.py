@@ -14,18 +14,26 @@ node's pipeline with `TorchBackend` (fp32, the node's history spacing and gap ru
 
 `BatchFeeder` is the TensorRT-independent part of the calibrator: it copies one batch per
 call into preallocated (CUDA) buffers and hands out their device pointers; the TensorRT
-subclass in `trt_build` only forwards to it. `CalibrationCache` stores TensorRT's cache with
-the sha256 of the ONNX graph it belongs to, so a cache of another export is never reused.
+subclass in `trt_build` only forwards to it.
+
+`CalibrationCache` stores TensorRT's calibration table (a text file: a `TRT-<version>-<algorithm>`
+line, then `<tensor>: <hex scale>` lines; never unpickled, and checked to be one before TensorRT
+reads it) with a JSON record beside it: the sha256 of the ONNX graph and of the calibration
+batches it was computed from (`CalibrationData`), their count and the bag. A build with frames
+reuses a cache only for the same graph and the same batches; a build without frames reuses one of
+the same graph and names the data the record says it came from.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -303,8 +311,8 @@ class BatchFeeder:
         batch = self.batches[self.fed]
         for name in names:
             self.buffers[name].copy_(batch[name])
-        if any(b.is_cuda for b in self.buffers.values()):
-            torch.cuda.synchronize()  # TensorRT reads the buffers on its own stream
+        for device in {b.device for b in self.buffers.values() if b.is_cuda}:
+            torch.cuda.synchronize(device)  # TensorRT reads the buffers on its own stream
         self.fed += 1
         return [int(self.buffers[n].data_ptr()) for n in names]
 
@@ -315,36 +323,141 @@ class BatchFeeder:
         return iter(self.batches)
 
 
-class CalibrationCache:
-    """TensorRT's calibration cache at `path`, valid only for the ONNX graph `onnx_sha256`.
+def batches_sha256(batches: Sequence[Mapping[str, Tensor]]) -> str:
+    """sha256 over calibration batches in order: per batch, every input (sorted by name) with its
+    dtype, shape and values. Equal for the same frames, whatever bag or path they came from."""
+    digest = hashlib.sha256()
+    for i, batch in enumerate(batches):
+        for name in sorted(batch):
+            t = batch[name].detach().to("cpu").contiguous()
+            digest.update(f"{i}|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            digest.update(t.view(-1).view(torch.uint8).numpy().data)  # no copy
+    return digest.hexdigest()
 
-    A sidecar `<path>.json` records that sha256; `read` returns None for a cache of another
-    graph (so TensorRT calibrates again) and `write` stores both.
+
+@dataclass(frozen=True)
+class CalibrationData:
+    """What a calibration cache is computed from: one graph's calibration batches."""
+
+    sha256: str  # `batches_sha256` of the batches
+    frames: int  # how many batches (bundles)
+    bag: str = ""  # the recording they were read from ("" when not from a bag)
+
+    @staticmethod
+    def of(batches: Sequence[Mapping[str, Tensor]], bag: str = "") -> CalibrationData:
+        return CalibrationData(batches_sha256(batches), len(batches), bag)
+
+    def record(self) -> dict[str, Any]:
+        """The fields the cache's JSON record and the engine metadata carry."""
+        return {"data_sha256": self.sha256, "frames": self.frames, "bag": self.bag}
+
+
+#: Largest calibration table read (a table has one short line per tensor: kilobytes).
+MAX_TABLE_BYTES = 64 << 20
+_TABLE_HEADER = re.compile(r"TRT-\d+-\w+")  # e.g. TRT-100300-EntropyCalibration2
+_TABLE_ENTRY = re.compile(r".+: [0-9a-fA-F]{1,8}")  # <tensor name>: <float32 scale bits, hex>
+
+
+def table_problem(data: bytes) -> str:
+    """Why `data` is not a TensorRT calibration table ("" when it is one): text whose first
+    line is `TRT-<version>-<algorithm>` and whose other lines are `<tensor>: <hex scale>`."""
+    if len(data) > MAX_TABLE_BYTES:
+        return f"{len(data)} bytes, more than a calibration table holds"
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        return "binary data, not text"
+    if not lines or not _TABLE_HEADER.fullmatch(lines[0]):
+        return "no TRT-<version>-<algorithm> first line"
+    for number, line in enumerate(lines[1:], start=2):
+        if line and not _TABLE_ENTRY.fullmatch(line):
+            return f"line {number} is not '<tensor>: <hex scale>'"
+    if not any(lines[1:]):
+        return "no tensor scales"
+    return ""
+
+
+class CalibrationCache:
+    """TensorRT's calibration table at `path` with its JSON record `<path>.json`.
+
+    Usable for the ONNX graph `onnx_sha256` and, when `data` is given, only when it was computed
+    from exactly those batches (`problem` says why not). `write` records both; without `data`
+    (a build from caches alone) it keeps the data the record already names.
     """
 
-    def __init__(self, path: Path, onnx_sha256: str) -> None:
+    def __init__(self, path: Path, onnx_sha256: str, data: CalibrationData | None = None) -> None:
         self.path = Path(path)
         self.onnx_sha256 = onnx_sha256
+        self.data = data
         self.sidecar = self.path.with_name(self.path.name + ".json")
 
-    def valid(self) -> bool:
-        if not self.path.is_file() or not self.sidecar.is_file():
-            return False
+    def record(self) -> dict[str, Any] | None:
+        """The JSON record (None when missing, unreadable or not a record)."""
         try:
-            recorded = json.loads(self.sidecar.read_text()).get("onnx_sha256")
-        except (OSError, ValueError, AttributeError):
-            return False
-        return bool(recorded == self.onnx_sha256)
+            record = json.loads(self.sidecar.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or not isinstance(record.get("onnx_sha256"), str):
+            return None
+        return record
+
+    def problem(self) -> str:
+        """Why this cache cannot be used ("" when it can), in one line."""
+        if not self.path.is_file():
+            return f"no calibration cache {self.path}"
+        record = self.record()
+        if record is None:
+            return f"calibration cache {self.path}: its record {self.sidecar.name} is unreadable"
+        if record["onnx_sha256"] != self.onnx_sha256:
+            return f"calibration cache {self.path} belongs to another ONNX export"
+        if self.data is not None and record.get("data_sha256") != self.data.sha256:
+            return (
+                f"calibration cache {self.path} was computed from other frames "
+                f"({_describe(record)}; now {self.data.frames} frame(s) from "
+                f"{self.data.bag or 'memory'}, sha256 {self.data.sha256[:12]})"
+            )
+        try:
+            why = table_problem(self.path.read_bytes())
+        except OSError as err:
+            why = str(err)
+        return f"{self.path} is not a TensorRT calibration table: {why}" if why else ""
+
+    def valid(self) -> bool:
+        return not self.problem()
 
     def read(self) -> bytes | None:
-        if not self.valid():
+        """The table when usable; None (TensorRT then calibrates) otherwise."""
+        problem = self.problem()
+        if problem:
+            if self.path.is_file():
+                LOG.info("calibration: not reusing the cache: %s", problem)
             return None
         LOG.info("calibration: using cache %s", self.path)
         return self.path.read_bytes()
 
     def write(self, data: bytes) -> None:
+        why = table_problem(data)
+        if why:
+            LOG.warning(
+                "calibration: TensorRT wrote a table this build does not recognise (%s); "
+                "%s will not be reused",
+                why,
+                self.path,
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_bytes(data)
         tmp.replace(self.path)
-        self.sidecar.write_text(json.dumps({"onnx_sha256": self.onnx_sha256}) + "\n")
+        previous = self.record() or {}
+        kept = {k: v for k, v in previous.items() if k in ("data_sha256", "frames", "bag")}
+        data_fields = kept if self.data is None else self.data.record()
+        record = {"onnx_sha256": self.onnx_sha256, **data_fields}
+        self.sidecar.write_text(json.dumps(record, sort_keys=True) + "\n")
+
+
+def _describe(record: Mapping[str, Any]) -> str:
+    """The frames a cache record names: count, bag and sha256 (older records name none)."""
+    if "data_sha256" not in record:
+        return "frames not recorded"
+    frames, bag = record.get("frames", "?"), record.get("bag") or "memory"
+    return f"{frames} frame(s) from {bag}, sha256 {str(record['data_sha256'])[:12]}"

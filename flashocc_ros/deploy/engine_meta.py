@@ -15,24 +15,31 @@ Engine folder (`engine_path` of the node, `--out` of `flashocc_ros.tools.build_e
     <dir>/calib/<graph>.int8.calib(.json) INT8 calibration cache + the ONNX sha256 it belongs to
 
 An engine is used only when its metadata matches the loaded model (config and weights hash),
-the precision, the TensorRT version and the GPU (name and compute capability), and the engine
-file's sha256 is the recorded one. Otherwise the backend refuses (with the build command) or,
-with `engine_mismatch: rebuild`, rebuilds explicitly at start-up, never on a frame.
+the precision, the TensorRT version and the GPU (name and compute capability), the ONNX graph
+it was built from is the one the folder's export holds now (when `onnx/` is there), and the
+engine file's sha256 is the recorded one. Otherwise the backend refuses (with the build
+command) or, with `engine_mismatch: rebuild`, rebuilds explicitly at start-up, never on a frame.
+Metadata files are JSON, checked field by field before use (a crafted file is refused in one
+line). `on_cuda_device` makes the configured GPU current around every TensorRT call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flashocc_ros.config import ModelConfig
 from flashocc_ros.deploy.onnx_export import (
     GRAPH_A_FILE,
     GRAPH_B_FILE,
+    METADATA_FILE,
     ExportError,
     ExportMetadata,
     GraphSpec,
@@ -40,8 +47,12 @@ from flashocc_ros.deploy.onnx_export import (
     config_differences,
     file_sha256,
     is_stereo_4d,
+    read_metadata,
 )
 from flashocc_ros.deploy.onnx_stereo import STEREO_FEATURE_FILE
+
+if TYPE_CHECKING:
+    import torch
 
 #: Bumped when the engine folder layout or the metadata fields change incompatibly.
 ENGINE_FORMAT_VERSION = 1
@@ -136,6 +147,19 @@ def cuda_platform(tensorrt_version: str, device: str = "cuda") -> Platform:
     return Platform(tensorrt_version, torch.cuda.get_device_name(dev), f"{major}.{minor}")
 
 
+def on_cuda_device(device: str | torch.device) -> AbstractContextManager[object]:
+    """A block in which `device` is the current CUDA device (`torch.cuda.device`, i.e.
+    cudaSetDevice). TensorRT builds, deserialises and runs on the current device, not on the
+    device of the buffers handed to it, so every TensorRT call runs inside one. CPU devices
+    (the fakes in the tests) get a block that changes nothing."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.cuda.device(dev)  # type: ignore[no-untyped-call]
+
+
 @dataclass(frozen=True)
 class EngineMetadata:
     """`<graph>.<precision>.json`, written after the engine file."""
@@ -160,10 +184,46 @@ class EngineMetadata:
 
     @staticmethod
     def from_json(text: str) -> EngineMetadata:
+        """Parse and check every field's type (ValueError naming the first wrong one)."""
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError("engine metadata must be a JSON object")
+        unknown = sorted(set(data) - set(_FIELD_CHECKS))
+        if unknown:
+            raise ValueError(f"unknown field(s) {unknown}")
+        for name, value in data.items():
+            if not _FIELD_CHECKS[name](value):
+                raise ValueError(f"field {name!r} has the wrong type: {str(value)[:40]!r}")
         return EngineMetadata(**data)
+
+
+def _str_map(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
+def _shape_map(value: object) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(v, list) and all(isinstance(d, int) for d in v) for v in value.values()
+    )
+
+
+#: The type check of each EngineMetadata field as read from JSON.
+_FIELD_CHECKS: dict[str, Callable[[object], bool]] = {
+    "graph": lambda v: isinstance(v, str),
+    "precision": lambda v: isinstance(v, str),
+    "model_config": lambda v: isinstance(v, dict),
+    "weights_sha256": lambda v: isinstance(v, str),
+    "onnx_sha256": _str_map,
+    "tensorrt_version": lambda v: isinstance(v, str),
+    "gpu_name": lambda v: isinstance(v, str),
+    "compute_capability": lambda v: isinstance(v, str),
+    "inputs": _shape_map,
+    "outputs": _shape_map,
+    "engine_sha256": lambda v: isinstance(v, str),
+    "torch_version": lambda v: isinstance(v, str),
+    "calibration": lambda v: isinstance(v, dict),
+    "format_version": lambda v: isinstance(v, int),
+}
 
 
 def make_metadata(
@@ -254,14 +314,42 @@ def read_engine_metadata(path: Path) -> EngineMetadata:
         raise EngineError(f"{path.name} unreadable: {err}") from err
 
 
+def export_graph_hashes(onnx_dir: Path) -> dict[str, str] | None:
+    """ONNX file name -> sha256 of the export in `onnx_dir`, as its metadata records them;
+    None when the folder holds no export (engines may be deployed without it). ExportError
+    when the export metadata is unreadable."""
+    if not (onnx_dir / METADATA_FILE).is_file():
+        return None
+    return {spec.file: spec.sha256 for spec in read_metadata(onnx_dir).graphs()}
+
+
+def onnx_mismatch(meta: EngineMetadata, onnx_file: str, current: dict[str, str]) -> str:
+    """Why an engine built from the graphs `meta.onnx_sha256` is stale for the export whose
+    hashes are `current` ("" when its graph `onnx_file` is the same file)."""
+    built, now = meta.onnx_sha256.get(onnx_file), current.get(onnx_file)
+    if built == now:
+        return ""
+    return (
+        f"built from another {onnx_file} (sha256 {(built or 'none')[:12]}), the export in "
+        f"onnx/ now holds sha256 {(now or 'none')[:12]}"
+    )
+
+
 def check_engines(layout: EngineLayout, expected: Expected) -> list[str]:
     """Every reason the engines of `layout` cannot be loaded for `expected` (empty: usable).
 
     Reasons are prefixed with the graph name. Engine files are hashed, so a truncated or
-    replaced engine is caught before TensorRT sees it. Which graphs must be there follows the
-    expected config (`engine_graphs`: a 4D-stereo folder without graph S is stale).
+    replaced engine is caught before TensorRT sees it. Each engine's recorded ONNX hash is
+    compared with the export in `layout.onnx_dir` when one is there (a re-export, e.g. by
+    another exporter version, makes the engines stale). Which graphs must be there follows
+    the expected config (`engine_graphs`: a 4D-stereo folder without graph S is stale).
     """
     reasons: list[str] = []
+    try:
+        current = export_graph_hashes(layout.onnx_dir)
+    except ExportError as err:
+        current = None
+        reasons.append(f"onnx: {err}")
     for graph in engine_graphs(expected.cfg):
         engine = layout.engine(graph)
         if not engine.is_file():
@@ -275,8 +363,25 @@ def check_engines(layout: EngineLayout, expected: Expected) -> list[str]:
         if meta.graph != graph:
             reasons.append(f"{graph}: metadata describes graph {meta.graph!r}")
         reasons += [f"{graph}: {r}" for r in metadata_mismatches(meta, expected)]
+        stale = onnx_mismatch(meta, layout.onnx(graph).name, current) if current else ""
+        if stale:
+            reasons.append(f"{graph}: {stale}")
         if file_sha256(engine) != meta.engine_sha256:
             reasons.append(f"{graph}: {engine.name} changed after it was built (sha256)")
+    return reasons
+
+
+def calibrated_elsewhere(layout: EngineLayout, cfg: ModelConfig, bag: str) -> list[str]:
+    """Why the int8 engines of `layout` were not calibrated on the recording `bag` (an
+    absolute path): one reason per engine whose metadata names another bag or none."""
+    reasons = []
+    for graph in engine_graphs(cfg):
+        try:
+            used = read_engine_metadata(layout.metadata(graph)).calibration.get("bag")
+        except EngineError:
+            continue  # check_engines reports it
+        if used != bag:
+            reasons.append(f"{graph}: calibrated on {used or 'no recorded bag'}, not {bag}")
     return reasons
 
 

@@ -10,20 +10,31 @@ their INT8 calibration batches are the recorded inputs of consecutive frames
 graph A (everything computed from the `stereo_grid` input up to its softmax: GridSample, L1
 cost, invalid bias) and every softmax keep fp32 through layer precision constraints with
 OBEY_PRECISION_CONSTRAINTS (`fp32_layer_indices`). Building needs an NVIDIA GPU and
-the TensorRT 10.x Python runtime (`tensorrt-cu12` / `tensorrt-cu13` 10.x): TensorRT 11 removed
-BuilderFlag.FP16/INT8 and the INT8 calibrators, so other major versions are refused.
+the TensorRT 10.x Python runtime (`tensorrt-cu12` / `tensorrt-cu13` 10.x).
+
+These precision controls belong to TensorRT's weakly typed mode (`WEAK_TYPING_API`: deprecated
+since 10.1 or 10.12, removed in 11.0, where every network is strongly typed): other major
+versions are refused, and a runtime that lacks one of them is refused naming it before any
+build starts, never with an AttributeError halfway.
 
 Per graph: parse the ONNX file, set the precision flags (INT8 also allows FP16 for layers
 without INT8 kernels), attach the entropy calibrator, the progress monitor and the timing
 cache, build, write the engine, save the timing cache, then write the metadata JSON (last).
-Layout, metadata and the load/refuse/rebuild rules live in `engine_meta` (no TensorRT there).
+Everything runs with the configured GPU current (`engine_meta.on_cuda_device`). INT8
+calibration caches are keyed on the ONNX graph and on the calibration batches
+(`calibration.CalibrationCache`); the metadata names the frames the engine's scales really
+came from. Layout, metadata and the load/refuse/rebuild rules live in `engine_meta` (no
+TensorRT there).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +45,7 @@ from flashocc_ros.deploy.calibration import (
     BatchFeeder,
     CalibFrame,
     CalibrationCache,
+    CalibrationData,
     CalibrationError,
     GraphBatches,
     graph_inputs,
@@ -48,6 +60,7 @@ from flashocc_ros.deploy.engine_meta import (
     engine_graphs,
     graph_spec,
     make_metadata,
+    on_cuda_device,
 )
 from flashocc_ros.deploy.onnx_export import (
     ExportError,
@@ -72,6 +85,90 @@ TENSORRT_MAJOR = 10
 #: sampling grid holds pixel coordinates up to W/4 (176 px for M2), which fp16 resolves only to
 #: 1/8 px there, and the summed L1 costs (hundreds) lose the resolution the softmax over D needs.
 FP32_SEED_INPUT = "stereo_grid"
+
+
+@dataclass(frozen=True)
+class LegacyApi:
+    """One weakly typed precision control this builder uses, with its TensorRT life span
+    (NVIDIA's API docs and the Python bindings' deprecation notices, checked 2026-12)."""
+
+    name: str  # as spelt in the Python API: "BuilderFlag.FP16", "ILayer.set_output_type"
+    deprecated: str  # TensorRT version that deprecated it
+    removed: str  # TensorRT version without it
+    needed_for: tuple[str, ...]  # build kinds using it: "fp16", "int8", "fp32-pins"
+
+
+#: The weakly typed precision controls used here; docs/deployment.md lists the same table.
+WEAK_TYPING_API = (
+    LegacyApi("BuilderFlag.FP16", "10.12", "11.0", ("fp16", "int8")),
+    LegacyApi("BuilderFlag.INT8", "10.12", "11.0", ("int8",)),
+    LegacyApi("IBuilderConfig.int8_calibrator", "10.1", "11.0", ("int8",)),
+    LegacyApi("IInt8EntropyCalibrator2", "10.1", "11.0", ("int8",)),
+    LegacyApi("ILayer.precision", "10.12", "11.0", ("fp32-pins",)),
+    LegacyApi("ILayer.set_output_type", "10.12", "11.0", ("fp32-pins",)),
+    LegacyApi("BuilderFlag.OBEY_PRECISION_CONSTRAINTS", "10.12", "11.0", ("fp32-pins",)),
+)
+
+
+def weak_typing_needed(precision: str, keep_fp32: bool) -> list[LegacyApi]:
+    """The `WEAK_TYPING_API` members a `precision` build uses (with the fp32 pins when
+    `keep_fp32`: 4D-stereo graphs in fp16/int8); none for fp32."""
+    kinds = {precision} | ({"fp32-pins"} if keep_fp32 and precision != "fp32" else set())
+    return [api for api in WEAK_TYPING_API if kinds & set(api.needed_for)]
+
+
+def weak_typing_missing(trt_module: object, precision: str, keep_fp32: bool) -> list[str]:
+    """The members of `weak_typing_needed` that `trt_module` lacks (empty: it has them all)."""
+    missing = []
+    for api in weak_typing_needed(precision, keep_fp32):
+        owner = trt_module
+        for part in api.name.split("."):
+            if not hasattr(owner, part):
+                missing.append(api.name)
+                break
+            owner = getattr(owner, part)
+    return missing
+
+
+def require_weak_typing(precision: str, keep_fp32: bool) -> None:
+    """EngineError, in one line, unless the installed TensorRT has every weakly typed control a
+    `precision` build needs (a TensorRT 11 runtime, or a 10.x build missing one, is refused
+    here rather than failing with an AttributeError in the middle of a build)."""
+    import tensorrt as trt
+
+    missing = weak_typing_missing(trt, precision, keep_fp32)
+    if missing:
+        version = getattr(trt, "__version__", "?")
+        raise EngineError(
+            f"TensorRT {version} lacks {', '.join(missing)}, which {precision} engines are "
+            "built with here (weakly typed precision controls, deprecated in TensorRT 10.x and "
+            "removed in 11.0); install the 10.x runtime, e.g. pip install 'tensorrt-cu12>=10,<11'"
+        )
+
+
+def _log_deprecations(version: str, precision: str, keep_fp32: bool) -> None:
+    """One line when this TensorRT deprecates controls the build is about to use."""
+    used = [
+        api.name
+        for api in weak_typing_needed(precision, keep_fp32)
+        if _version(version) >= _version(api.deprecated)
+    ]
+    if used:
+        LOG.info(
+            "TensorRT %s deprecates %s (weak typing; they work throughout 10.x and are gone "
+            "in 11.0, see docs/deployment.md)",
+            version,
+            ", ".join(used),
+        )
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for part in text.split(".")[:2]:
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)
 
 
 def load_tensorrt() -> str:
@@ -224,8 +321,9 @@ def int8_rebuild_blocker(layout: EngineLayout, cfg: ModelConfig, weights_hash: s
         return f"an int8 rebuild needs calibration frames ({err})"
     for graph in engine_graphs(cfg):
         cache = CalibrationCache(layout.calib_cache(graph), graph_spec(export, graph).sha256)
-        if not cache.valid():
-            return f"an int8 rebuild needs calibration frames: no valid cache {cache.path}"
+        problem = cache.problem()
+        if problem:
+            return f"an int8 rebuild needs calibration frames: {problem}"
     return ""
 
 
@@ -273,15 +371,25 @@ def constrain_fp32(network: trt.INetworkDefinition, config: trt.IBuilderConfig) 
     import tensorrt as trt
 
     names = []
-    for i in fp32_layer_indices(network):
-        layer = network.get_layer(i)
-        layer.precision = trt.DataType.FLOAT
-        for k in range(layer.num_outputs):
-            layer.set_output_type(k, trt.DataType.FLOAT)
-        names.append(layer.name)
-    if names:
-        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    with _legacy_precision_api():
+        for i in fp32_layer_indices(network):
+            layer = network.get_layer(i)
+            layer.precision = trt.DataType.FLOAT
+            for k in range(layer.num_outputs):
+                layer.set_output_type(k, trt.DataType.FLOAT)
+            names.append(layer.name)
+        if names:
+            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
     return names
+
+
+@contextlib.contextmanager
+def _legacy_precision_api() -> Iterator[None]:
+    """Silences the DeprecationWarning each weakly typed call raises from TensorRT 10.12 on
+    (`build_engine` logs one line about them instead)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 def _load_timing_cache(config: trt.IBuilderConfig, path: Path | None) -> trt.ITimingCache:
@@ -311,18 +419,20 @@ def build_engine(
     softmaxes to fp32. Returns the names of the layers pinned (empty otherwise)."""
     import tensorrt as trt
 
+    require_weak_typing(precision, keep_fp32)
+    if precision == "int8" and calibrator is None:
+        raise EngineError("int8 needs a calibrator (calibration frames or a cache)")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network, _parser = _parse(builder, logger, onnx_path)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
-    if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8":
-        if calibrator is None:
-            raise EngineError("int8 needs a calibrator (calibration frames or a cache)")
-        config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = calibrator
+    with _legacy_precision_api():
+        if precision in ("fp16", "int8"):
+            config.set_flag(trt.BuilderFlag.FP16)
+        if precision == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)
+            config.int8_calibrator = calibrator
     pinned: list[str] = []
     if keep_fp32 and precision != "fp32":
         pinned = constrain_fp32(network, config)
@@ -355,32 +465,52 @@ def build_engine(
     return pinned
 
 
+@dataclass
+class _Int8Setup:
+    """One graph's INT8 calibration: the calibrator TensorRT gets, its cache and feeder."""
+
+    calibrator: trt.IInt8Calibrator
+    cache: CalibrationCache
+    feeder: BatchFeeder
+
+    def metadata(self) -> dict[str, Any]:
+        """What the engine's scales really came from: the batches fed (TensorRT calibrated)
+        or, when it fed none, the frames the cache's record names."""
+        where = {"cache": str(self.cache.path)}
+        if self.cache.data is not None and self.feeder.fed > 0:
+            return {"source": "frames", **self.cache.data.record(), **where}
+        record = self.cache.record() or {}
+        named = {k: v for k, v in record.items() if k in ("data_sha256", "frames", "bag")}
+        return {"source": "cache", **named, **where}
+
+
 def _calibrator(
     graph: str,
     layout: EngineLayout,
     export: ExportMetadata,
     batches: GraphBatches | None,
     device: str,
-) -> tuple[trt.IInt8Calibrator, dict[str, Any]]:
+    bag: str,
+) -> _Int8Setup:
+    """The calibration of `graph`: on `batches[graph]` (a cache is reused only when computed
+    from the very same batches) or, without batches, from a valid cache of this export."""
     spec = graph_spec(export, graph)
-    cache = CalibrationCache(layout.calib_cache(graph), spec.sha256)
-    if batches is None and not cache.valid():
-        raise EngineError(
-            f"int8: no calibration frames and no calibration cache for this export at "
-            f"{cache.path}; pass --calib-bag BAG"
-        )
     buffers = {name: torch.empty(shape, device=device) for name, shape in spec.inputs.items()}
     if batches is None:  # cache only: TensorRT reads the cache and asks for no batch
+        cache = CalibrationCache(layout.calib_cache(graph), spec.sha256)
+        problem = cache.problem()
+        if problem:
+            raise EngineError(f"int8 without calibration frames: {problem}; pass --calib-bag BAG")
         zeros = {name: torch.zeros(shape) for name, shape in spec.inputs.items()}
         feeder = BatchFeeder([zeros], buffers)
         feeder.fed = 1
-        info: dict[str, Any] = {"source": "cache", "cache": str(cache.path)}
     else:
         if graph not in batches:
             raise EngineError(f"int8: no calibration batches for graph {graph}")
+        data = CalibrationData.of(batches[graph], bag)
+        cache = CalibrationCache(layout.calib_cache(graph), spec.sha256, data)
         feeder = BatchFeeder(batches[graph], buffers)
-        info = {"source": "frames", "frames": len(feeder), "cache": str(cache.path)}
-    return make_entropy_calibrator(feeder, cache), info
+    return _Int8Setup(make_entropy_calibrator(feeder, cache), cache, feeder)
 
 
 def build_engines(
@@ -396,13 +526,14 @@ def build_engines(
     device: str = "cuda",
 ) -> list[EngineMetadata]:
     """Export (if needed) and build every engine of `layout` (`engine_graphs(cfg)`: A, B and for
-    4D-stereo S); returns their metadata.
+    4D-stereo S) with `device` the current CUDA device throughout; returns their metadata.
 
     INT8 calibrates on `calib_batches` (per graph, recorded inputs; what
     `gather_temporal_calibration` gives for 4D-stereo) or, single-frame, on `calib_frames`
-    (bag frames through the node's preprocessing); without either, on valid calibration
-    caches in the folder. Metadata is removed before and written after each engine, so an
-    interrupted build leaves no usable-looking engine behind.
+    (bag frames through the node's preprocessing; `calib_source` names the bag); a cache of
+    the same graph computed from the same batches is reused. Without either, it builds from
+    valid calibration caches in the folder. Metadata is removed before and written after
+    each engine, so an interrupted build leaves no usable-looking engine behind.
     """
     check_engine_config(cfg)
     if layout.precision == "int8" and calib_frames and is_stereo_4d(cfg):
@@ -410,7 +541,38 @@ def build_engines(
             "int8 for 4D-stereo calibrates on the inputs of consecutive frames with ego poses "
             "(calib_batches from calibration.gather_temporal_calibration), not single frames"
         )
-    platform: Platform = cuda_platform(load_tensorrt(), device)
+    version = load_tensorrt()
+    require_weak_typing(layout.precision, is_stereo_4d(cfg))
+    _log_deprecations(version, layout.precision, is_stereo_4d(cfg))
+    platform: Platform = cuda_platform(version, device)
+    with on_cuda_device(device):
+        return _build_all(
+            model,
+            cfg,
+            layout,
+            platform,
+            calib_frames=calib_frames,
+            calib_batches=calib_batches,
+            calib_source=calib_source,
+            timing_cache=timing_cache,
+            workspace_gib=workspace_gib,
+            device=device,
+        )
+
+
+def _build_all(
+    model: FlashOCC,
+    cfg: ModelConfig,
+    layout: EngineLayout,
+    platform: Platform,
+    *,
+    calib_frames: Sequence[CalibFrame] | None,
+    calib_batches: GraphBatches | None,
+    calib_source: str,
+    timing_cache: Path | None,
+    workspace_gib: float,
+    device: str,
+) -> list[EngineMetadata]:
     export = ensure_export(model, cfg, layout.onnx_dir)
     batches = calib_batches if layout.precision == "int8" else None
     if layout.precision == "int8" and batches is None and calib_frames:
@@ -419,17 +581,15 @@ def build_engines(
     out = []
     for graph in engine_graphs(cfg):
         layout.metadata(graph).unlink(missing_ok=True)
-        calibrator: trt.IInt8Calibrator | None = None
-        info: dict[str, Any] = {}
+        int8 = None
         if layout.precision == "int8":
-            calibrator, info = _calibrator(graph, layout, export, batches, device)
-            info["bag"] = calib_source
+            int8 = _calibrator(graph, layout, export, batches, device, calib_source)
         build_engine(
             layout.onnx(graph),
             layout.engine(graph),
             layout.precision,
             timing_cache=cache_path,
-            calibrator=calibrator,
+            calibrator=None if int8 is None else int8.calibrator,
             workspace_gib=workspace_gib,
             keep_fp32=is_stereo_4d(cfg),
         )
@@ -440,7 +600,7 @@ def build_engines(
             platform,
             file_sha256(layout.engine(graph)),
             torch_version=torch.__version__,
-            calibration=info,
+            calibration=None if int8 is None else int8.metadata(),
         )
         layout.metadata(graph).write_text(meta.to_json())
         out.append(meta)

@@ -14,7 +14,11 @@ enqueued on one torch CUDA stream (`execute_async_v3`). The pooling indices live
 and are recomputed only when the calibration changes (`cuda_fast.DeviceIndices`). The binding
 tensors are never reallocated; the pooling's temporaries come from torch's caching allocator
 (no cudaMalloc once warm). The returned logits are engine B's output buffer: valid until the
-next `infer`. Needs CUDA and the TensorRT 10.x Python runtime.
+next `infer`. Needs CUDA and the TensorRT 10.x Python runtime. TensorRT works on the current
+CUDA device, not on the device of the buffers, so the configured `device` (e.g. cuda:1) is
+made current (`engine_meta.on_cuda_device`) around the runtime's creation, every
+deserialisation and every execution. The runtime refuses engines that carry host code
+(`engine_host_code_allowed` False, TensorRT's default, set explicitly).
 
 4D-stereo configs (M2): three engines (graph S bound to graph A's image input and prev_stereo
 buffer), driven by the model's own `TemporalHistory` through `TrtTemporalNet`
@@ -49,6 +53,7 @@ from flashocc_ros.deploy.engine_meta import (
     cuda_platform,
     decide,
     engine_graphs,
+    on_cuda_device,
     read_engine_metadata,
 )
 from flashocc_ros.deploy.onnx_export import ExportError, is_stereo_4d, weights_sha256
@@ -120,6 +125,11 @@ class _Engine:
         device: torch.device,
         shared: Mapping[str, Tensor] | None = None,
     ) -> None:
+        self.device = device
+        with on_cuda_device(device):
+            self._open(runtime, path, shared)
+
+    def _open(self, runtime: trt.Runtime, path: Path, shared: Mapping[str, Tensor] | None) -> None:
         import tensorrt as trt
 
         engine = runtime.deserialize_cuda_engine(path.read_bytes())
@@ -149,7 +159,9 @@ class _Engine:
             if -1 in b.shape:
                 break  # reported by binding_problems; nothing to allocate
             given = shared.get(b.name)
-            tensor = torch.empty(b.shape, dtype=b.dtype, device=device) if given is None else given
+            tensor = (
+                torch.empty(b.shape, dtype=b.dtype, device=self.device) if given is None else given
+            )
             self.bind(b.name, tensor)
 
     def bind(self, name: str, tensor: Tensor) -> None:
@@ -159,9 +171,12 @@ class _Engine:
         self.buffers[name] = tensor
 
     def run(self, stream: torch.cuda.Stream | None) -> None:
+        """Enqueue the engine on `stream`, with the engine's device current."""
         if stream is None:
             raise BackendError("TensorRT engines run on a CUDA stream")
-        if not self.context.execute_async_v3(int(stream.cuda_stream)):
+        with on_cuda_device(self.device):
+            ok = self.context.execute_async_v3(int(stream.cuda_stream))
+        if not ok:
             raise BackendError("TensorRT execute_async_v3 failed")
 
 
@@ -259,7 +274,9 @@ class TensorRTBackend:
         import tensorrt as trt
 
         self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
+        with on_cuda_device(self.device):
+            self._runtime = trt.Runtime(self._logger)
+        self._runtime.engine_host_code_allowed = False  # a crafted engine runs no host code
         engines: dict[str, _Engine] = {}
         for graph in engine_graphs(self.cfg):
             meta = read_engine_metadata(layout.metadata(graph))
@@ -287,15 +304,20 @@ class TensorRTBackend:
         """(1, N, 3, H, W) normalised images -> (1, X, Y, Z, cls) float32 logits on the GPU.
 
         4D-stereo engines also need `poses` and keep history like TorchBackend."""
-        a, b = self.image_engine, self.bev_engine
-        want = (1, *a.buffers["images"].shape)
+        want = (1, *self.image_engine.buffers["images"].shape)
         if tuple(images.shape) != want:
             raise ValueError(
                 f"images (B, N, 3, H, W) must be {want} for these engines "
                 f"(batch B = 1), got {tuple(images.shape)}"
             )
-        if self.history is not None:
-            return self._infer_temporal(images, calib, poses)
+        with on_cuda_device(self.device):
+            if self.history is not None:
+                return self._infer_temporal(images, calib, poses)
+            return self._infer_single(images, calib)
+
+    def _infer_single(self, images: Tensor, calib: Calibration) -> Tensor:
+        """Graph A, the pooling, graph B on the backend's stream."""
+        a, b = self.image_engine, self.bev_engine
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self.stream):
             indices = self.indices.get(calib)

@@ -7,10 +7,13 @@ INT8 calibrates on bundles of a rosbag2 read through the node's own preprocessin
 in DIR/calib. 4D-stereo configs (M2, tiny-stereo) build three engines (graph S too); their
 INT8 calibration records the inputs of consecutive bag frames through the node's pipeline and
 TemporalHistory (the bag needs /tf odom -> base_link). Engines that already match the model,
-precision, TensorRT version and GPU are kept unless `--force`. Progress is logged per build
-phase. User mistakes (unknown config, a temporal config without engines, missing weights or
-bag, int8 without calibration data, no CUDA, no TensorRT 10.x) end in one error line and exit
-code 2.
+precision, TensorRT version, GPU and the export's ONNX graphs (and, for int8 with --calib-bag,
+were calibrated on that bag) are kept unless `--force`; a calibration cache is reused only for
+the same graph and the same calibration frames, so `--force` with a new bag recalibrates, and
+the engine metadata names the bag and frames (sha256) its scales came from. Progress is logged
+per build phase. User mistakes (unknown config, a temporal config without engines, missing
+weights or bag, int8 without calibration data, a malformed calibration cache, no CUDA, no
+TensorRT 10.x) end in one error line and exit code 2.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         EngineError,
         EngineLayout,
         Expected,
+        calibrated_elsewhere,
         check_engine_config,
         check_engines,
         cuda_platform,
@@ -100,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         version = load_tensorrt()
         platform = cuda_platform(version, args.device)
         reasons = check_engines(layout, Expected(cfg, weights_hash, args.precision, platform))
+        bag = "" if args.calib_bag is None else str(args.calib_bag.resolve())
+        if bag and not reasons:
+            reasons = calibrated_elsewhere(layout, cfg, bag)
         if not reasons and not args.force:
             LOG.info("engines in %s are up to date (%s); --force rebuilds", args.out, platform)
             return 0
@@ -131,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             layout,
             calib_frames=frames,
             calib_batches=batches,
-            calib_source=str(args.calib_bag or ""),
+            calib_source=bag,
             timing_cache=args.timing_cache,
             workspace_gib=args.workspace_gib,
             device=args.device,

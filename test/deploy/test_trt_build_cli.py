@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from tiny_config import TINY
+from trt_fakes import PLATFORM, calibration_table, install_fake_tensorrt, write_export
 
 from flashocc_ros.config import ConfigError, model_config
 from flashocc_ros.deploy.engine_meta import GRAPHS, STEREO_GRAPH, EngineLayout
@@ -74,6 +75,68 @@ def test_calib_bag_is_refused_for_float_engines(
     base = ["--model-config", "tiny", "--weights", "random", "--out", str(tmp_path / "e")]
     assert build_engine.main([*base, "--precision", "fp16", "--calib-bag", str(tmp_path)]) == 2
     assert "for --precision int8 only" in _errors(caplog)[0]
+
+
+def test_a_crafted_calibration_cache_ends_the_build_in_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """int8 without a bag builds from the folder's caches: a cache that is not a calibration
+    table (here a pickle whose unpickling would run code) is refused naming the file, in one
+    line, before TensorRT is even looked for (it used to be handed to TensorRT)."""
+    import pickle
+
+    from flashocc_ros.deploy.calibration import CalibrationCache
+    from flashocc_ros.deploy.onnx_export import weights_sha256
+    from flashocc_ros.runtime.factory import load_model
+
+    cfg, model = load_model("tiny", "random")
+    layout = EngineLayout(tmp_path / "e", "int8")
+    export = write_export(layout.onnx_dir, cfg, weights_sha256(model))
+    for graph, spec in zip(GRAPHS, (export.image_graph, export.bev_graph), strict=True):
+        CalibrationCache(layout.calib_cache(graph), spec.sha256).write(calibration_table(["x"]))
+    crafted = layout.calib_cache(GRAPHS[1])
+    crafted.write_bytes(pickle.dumps(("exec", "import os")))
+    args = ["--model-config", "tiny", "--weights", "random", "--precision", "int8"]
+    assert build_engine.main([*args, "--out", str(layout.root)]) == 2
+    assert _errors(caplog) == [
+        "flashocc-build-engine: --precision int8 needs --calib-bag BAG (an int8 rebuild needs "
+        f"calibration frames: {crafted} is not a TensorRT calibration table: binary data, "
+        "not text)"
+    ]
+
+
+def test_int8_engines_from_another_bag_are_not_up_to_date(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--calib-bag NEW` on int8 engines calibrated on another bag rebuilds them (it reported
+    them up to date); the bag they were calibrated on keeps them."""
+    from flashocc_ros.deploy import engine_meta
+    from flashocc_ros.deploy.engine_meta import make_metadata
+    from flashocc_ros.deploy.onnx_export import file_sha256, weights_sha256
+    from flashocc_ros.runtime.factory import load_model
+
+    install_fake_tensorrt(monkeypatch)
+    monkeypatch.setattr(engine_meta, "cuda_platform", lambda version, device="cuda": PLATFORM)
+    old_bag, new_bag = tmp_path / "old_bag", tmp_path / "new_bag"
+    old_bag.mkdir()
+    new_bag.mkdir()  # empty: reading it fails, which shows the build went for it
+    cfg, model = load_model("tiny", "random")
+    layout = EngineLayout(tmp_path / "e", "int8")
+    export = write_export(layout.onnx_dir, cfg, weights_sha256(model))
+    for graph in GRAPHS:
+        layout.engine(graph).write_bytes(graph.encode())
+        sha = file_sha256(layout.engine(graph))
+        calibration = {"source": "frames", "bag": str(old_bag.resolve())}
+        meta = make_metadata(graph, "int8", export, PLATFORM, sha, calibration=calibration)
+        layout.metadata(graph).write_text(meta.to_json())
+    args = ["--model-config", "tiny", "--weights", "random", "--precision", "int8"]
+    args += ["--out", str(layout.root), "--calib-bag"]
+    caplog.set_level(logging.INFO)
+    assert build_engine.main([*args, str(old_bag)]) == 0
+    assert "are up to date" in caplog.text
+    caplog.clear()
+    assert build_engine.main([*args, str(new_bag)]) == 2
+    assert "cannot read calibration bag" in _errors(caplog)[0]
 
 
 def test_out_must_be_a_folder(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

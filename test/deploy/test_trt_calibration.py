@@ -5,7 +5,9 @@ and the TensorRT version gate. In: tiny config, a 3-keyframe generated bag. Out:
 
 from __future__ import annotations
 
+import json
 import logging
+import pickle
 import sys
 import types
 from pathlib import Path
@@ -14,16 +16,20 @@ import pytest
 import torch
 from deploy_fakes import calibration_bag
 from tiny_config import TINY
+from trt_fakes import calibration_table
 
 from flashocc_ros.deploy.calibration import (
+    MAX_TABLE_BYTES,
     BatchFeeder,
     CalibFrame,
     CalibrationCache,
+    CalibrationData,
     CalibrationError,
     RecordingBackend,
     gather_calibration_frames,
     graph_inputs,
     select_frames,
+    table_problem,
 )
 from flashocc_ros.deploy.engine_meta import EngineError
 from flashocc_ros.deploy.onnx_export import BevToLogits
@@ -41,6 +47,16 @@ from flashocc_ros.tools.compare import random_frames
 from flashocc_ros.tools.replay import OfflineReplay
 
 torch.set_num_threads(1)
+
+
+class _Payload:
+    """Unpickling this would run code (it creates the file `marker`)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
 
 
 @pytest.fixture(scope="module")
@@ -137,13 +153,94 @@ def test_feeder_copies_each_batch_and_hands_out_buffer_pointers() -> None:
 
 
 def test_calibration_cache_belongs_to_one_onnx_graph(tmp_path: Path) -> None:
+    table = calibration_table(["images"])
     cache = CalibrationCache(tmp_path / "calib" / "a.int8.calib", "1" * 64)
     assert cache.read() is None and not cache.valid()
-    cache.write(b"scales")
-    assert cache.read() == b"scales"
+    assert cache.problem().startswith("no calibration cache")
+    cache.write(table)
+    assert cache.read() == table
     assert CalibrationCache(cache.path, "2" * 64).read() is None  # another export
+    assert "belongs to another ONNX export" in CalibrationCache(cache.path, "2" * 64).problem()
     cache.sidecar.write_text("garbage")
+    assert not cache.valid() and "record a.int8.calib.json is unreadable" in cache.problem()
+    cache.sidecar.write_text('["onnx_sha256"]')  # JSON, but not a record
     assert not cache.valid()
+
+
+def _batches(seed: int, count: int = 2) -> list[dict[str, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    return [{"bev": torch.rand(1, 2, 3, generator=gen)} for _ in range(count)]
+
+
+def test_calibration_cache_is_keyed_on_the_frames_too(tmp_path: Path) -> None:
+    """A cache computed from other frames is not reused for a build with frames (it used to be,
+    whenever the ONNX hash matched); a build without frames takes it and names its frames."""
+    old = CalibrationData.of(_batches(0), "/bags/old")
+    assert old == CalibrationData.of(_batches(0), "/bags/old")  # the content, reproducibly
+    assert old.frames == 2 and old.sha256 != CalibrationData.of(_batches(1)).sha256
+    assert old.sha256 != CalibrationData.of(_batches(0, count=1)).sha256  # fewer frames
+    moved = CalibrationData.of(_batches(0), "/elsewhere/old")
+    assert moved.sha256 == old.sha256  # the same frames from a moved bag: the same data
+    path, onnx = tmp_path / "b.int8.calib", "1" * 64
+    table = calibration_table(["bev"])
+    CalibrationCache(path, onnx, old).write(table)
+    record = json.loads(path.with_name("b.int8.calib.json").read_text())
+    assert record == {"onnx_sha256": onnx, **old.record()}
+    assert record["bag"] == "/bags/old" and record["frames"] == 2
+    assert CalibrationCache(path, onnx, moved).read() == table  # same frames: reused
+    new = CalibrationData.of(_batches(1), "/bags/new")
+    stale = CalibrationCache(path, onnx, new)
+    assert stale.read() is None  # TensorRT calibrates on the new frames
+    assert "computed from other frames (2 frame(s) from /bags/old" in stale.problem()
+    assert CalibrationCache(path, onnx).read() == table  # no frames: any cache of this graph
+    CalibrationCache(path, onnx).write(table)  # rewritten without frames: keeps the record
+    assert json.loads(path.with_name("b.int8.calib.json").read_text()) == record
+    stale.write(table)
+    assert CalibrationCache(path, onnx, new).read() == table
+    assert CalibrationCache(path, onnx, old).read() is None
+
+
+CRAFTED = {
+    "pickle": "binary data, not text",
+    "script": "no TRT-<version>-<algorithm> first line",
+    "mangled": "line 2 is not '<tensor>: <hex scale>'",
+    "empty": "no tensor scales",
+}
+
+
+@pytest.mark.parametrize("kind", list(CRAFTED))
+def test_a_crafted_calibration_cache_is_refused_in_one_line(tmp_path: Path, kind: str) -> None:
+    """The cache is handed to TensorRT as bytes and never unpickled; anything but a calibration
+    table (a pickle that would run code, a script, a mangled table) is refused before TensorRT
+    reads it, with one line naming the file."""
+    marker = tmp_path / "ran"
+    content = {
+        "pickle": pickle.dumps(_Payload(marker)),
+        "script": f"open({str(marker)!r}, 'w').close()\n".encode(),
+        "mangled": b"TRT-101300-EntropyCalibration2\nbev = 1\n",
+        "empty": b"TRT-101300-EntropyCalibration2\n",
+    }[kind]
+    path, onnx = tmp_path / "calib" / "a.int8.calib", "1" * 64
+    CalibrationCache(path, onnx).write(calibration_table(["images"]))
+    path.write_bytes(content)  # the record still matches: only the table is crafted
+    cache = CalibrationCache(path, onnx)
+    problem = cache.problem()
+    assert problem == f"{path} is not a TensorRT calibration table: {CRAFTED[kind]}"
+    assert "\n" not in problem
+    assert cache.read() is None and not cache.valid()
+    assert not marker.exists()  # nothing in it ran
+
+
+def test_table_check_accepts_what_tensorrt_writes() -> None:
+    """The layout TensorRT writes (header, then one `<tensor>: <hex>` line per tensor; names
+    with spaces, brackets and colons as TensorRT's own unnamed tensors have)."""
+    table = (
+        b"TRT-100300-EntropyCalibration2\nimages: 3c010a14\n"
+        b"(Unnamed Layer* 48) [Constant]_output: 3c88edfc\n/neck/Conv_output_0: 0\n"
+        b"a:b: 3DDC858B\n"
+    )
+    assert table_problem(table) == ""
+    assert "more than a calibration table" in table_problem(b" " * (MAX_TABLE_BYTES + 1))
 
 
 class _FakeBase:
@@ -170,14 +267,15 @@ def test_calibrator_forwards_to_feeder_and_cache(
     buffers = {"bev": torch.empty(1, 2)}
     feeder = BatchFeeder([{"bev": torch.ones(1, 2)}], buffers)
     cache = CalibrationCache(tmp_path / "b.calib", "3" * 64)
+    table = calibration_table(["bev"])
     cal = make_entropy_calibrator(feeder, cache)
     assert isinstance(cal, fake_tensorrt.IInt8EntropyCalibrator2) and cal.base_initialised  # type: ignore[attr-defined]
     assert cal.get_batch_size() == 1
     assert cal.get_batch(["bev"]) == [buffers["bev"].data_ptr()]
     assert cal.get_batch(["bev"]) is None
     assert cal.read_calibration_cache() is None
-    cal.write_calibration_cache(memoryview(b"table"))
-    assert cal.read_calibration_cache() == b"table"
+    cal.write_calibration_cache(memoryview(table))
+    assert cal.read_calibration_cache() == table
     feeder.reset()
     assert cal.get_batch(["nope"]) is None  # an error ends calibration and is remembered
     assert isinstance(cal.error, CalibrationError)  # type: ignore[attr-defined]

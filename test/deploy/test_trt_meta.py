@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from deploy_fakes import WEIGHTS, fake_export
 from tiny_config import TINY
+from trt_fakes import calibration_table, write_export
 
 from flashocc_ros.deploy.calibration import CalibrationCache
 from flashocc_ros.deploy.engine_meta import (
@@ -22,6 +23,7 @@ from flashocc_ros.deploy.engine_meta import (
     Expected,
     Platform,
     build_command,
+    calibrated_elsewhere,
     check_engines,
     decide,
     make_metadata,
@@ -142,6 +144,68 @@ def test_check_engines_finds_missing_changed_and_foreign(tmp_path: Path) -> None
     assert "bev_to_logits: bev_to_logits.fp16.json missing" in check_engines(layout, expected())
 
 
+def test_engines_from_another_onnx_export_are_stale(tmp_path: Path) -> None:
+    """The engines record the sha256 of the ONNX graphs they were built from; once the folder's
+    export holds other graphs (re-exported by another exporter, or by hand), they are stale
+    (the check used to compare config, weights and platform only)."""
+    layout = write_engines(tmp_path, "fp16")  # built from fake_export: graphs "a…", "b…"
+    assert check_engines(layout, expected()) == []  # no onnx/ folder: nothing to compare
+    export = fake_export(TINY)
+    layout.onnx_dir.mkdir()
+    (layout.onnx_dir / METADATA_FILE).write_text(export.to_json())
+    assert check_engines(layout, expected()) == []  # the export they were built from
+    a = GraphSpec(export.image_graph.file, "d" * 64, export.image_graph.inputs, {})
+    re_exported = ExportMetadata(**{**export.__dict__, "image_graph": a})
+    (layout.onnx_dir / METADATA_FILE).write_text(re_exported.to_json())
+    assert check_engines(layout, expected()) == [
+        "image_to_depth: built from another image_to_depth.onnx (sha256 aaaaaaaaaaaa), "
+        "the export in onnx/ now holds sha256 dddddddddddd"
+    ]
+    (layout.onnx_dir / METADATA_FILE).write_text("{")
+    reasons = check_engines(layout, expected())
+    assert len(reasons) == 1 and reasons[0].startswith("onnx: unreadable export metadata")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("model_config", ["a list"]),
+        ("onnx_sha256", {"image_to_depth.onnx": 7}),
+        ("inputs", {"images": "1x6"}),
+        ("format_version", "1"),
+        ("__class__", "x"),
+    ],
+)
+def test_crafted_metadata_is_refused_in_one_line(
+    tmp_path: Path, field: str, value: object
+) -> None:
+    """Engine metadata is JSON checked field by field: a crafted file is one reason, never an
+    AttributeError later (a list as model_config used to reach `.get`)."""
+    layout = write_engines(tmp_path, "fp16")
+    data = json.loads(layout.metadata("bev_to_logits").read_text())
+    data[field] = value
+    layout.metadata("bev_to_logits").write_text(json.dumps(data))
+    reasons = check_engines(layout, expected())
+    assert len(reasons) == 1 and "\n" not in reasons[0], reasons
+    assert reasons[0].startswith("bev_to_logits: bev_to_logits.fp16.json unreadable: ")
+    assert repr(field) in reasons[0] or "unknown field" in reasons[0]
+
+
+def test_int8_engines_name_the_bag_they_were_calibrated_on(tmp_path: Path) -> None:
+    layout = EngineLayout(tmp_path, "int8")
+    for graph, bag in zip(GRAPHS, ("/bags/a", ""), strict=True):
+        meta = make_metadata(
+            graph, "int8", fake_export(TINY), PLATFORM, "e" * 64, calibration={"bag": bag}
+        )
+        layout.metadata(graph).write_text(meta.to_json())
+    assert calibrated_elsewhere(layout, TINY, "/bags/a") == [
+        "bev_to_logits: calibrated on no recorded bag, not /bags/a"
+    ]
+    assert len(calibrated_elsewhere(layout, TINY, "/bags/b")) == 2
+    layout.metadata(GRAPHS[1]).unlink()  # check_engines reports a missing file
+    assert calibrated_elsewhere(layout, TINY, "/bags/a") == []
+
+
 def test_decision_load_refuse_rebuild() -> None:
     cmd = build_command("demo", "w.safetensors", "fp16", "engines/demo")
     assert cmd == (
@@ -169,25 +233,16 @@ def test_int8_rebuild_needs_caches_of_this_export(tmp_path: Path) -> None:
     layout = EngineLayout(tmp_path, "int8")
     assert int8_rebuild_blocker(EngineLayout(tmp_path, "fp16"), TINY, WEIGHTS) == ""
     assert "calibration frames" in int8_rebuild_blocker(layout, TINY, WEIGHTS)  # no export
-    # An export folder whose graph files match their metadata (contents are not parsed here).
-    layout.onnx_dir.mkdir()
-    export = fake_export(TINY)
-    specs = []
-    for spec in (export.image_graph, export.bev_graph):
-        (layout.onnx_dir / spec.file).write_bytes(spec.file.encode())
-        specs.append(
-            GraphSpec(
-                spec.file, file_sha256(layout.onnx_dir / spec.file), spec.inputs, spec.outputs
-            )
-        )
-    export = ExportMetadata(**{**export.__dict__, "image_graph": specs[0], "bev_graph": specs[1]})
-    (layout.onnx_dir / METADATA_FILE).write_text(export.to_json())
-    assert "no valid cache" in int8_rebuild_blocker(layout, TINY, WEIGHTS)
+    export = write_export(layout.onnx_dir, TINY, WEIGHTS)
+    specs = [export.image_graph, export.bev_graph]
+    assert "no calibration cache" in int8_rebuild_blocker(layout, TINY, WEIGHTS)
     for graph, spec in zip(GRAPHS, specs, strict=True):
-        CalibrationCache(layout.calib_cache(graph), spec.sha256).write(b"cache")
+        CalibrationCache(layout.calib_cache(graph), spec.sha256).write(calibration_table(["x"]))
     assert int8_rebuild_blocker(layout, TINY, WEIGHTS) == ""
-    CalibrationCache(layout.calib_cache("bev_to_logits"), "0" * 64).write(b"other export")
-    assert "bev_to_logits.int8.calib" in int8_rebuild_blocker(layout, TINY, WEIGHTS)
+    other = CalibrationCache(layout.calib_cache("bev_to_logits"), "0" * 64)
+    other.write(calibration_table(["bev"]))
+    blocker = int8_rebuild_blocker(layout, TINY, WEIGHTS)
+    assert "bev_to_logits.int8.calib belongs to another ONNX export" in blocker
 
 
 def test_engine_bindings_are_checked_against_metadata() -> None:

@@ -10,22 +10,28 @@ exported torch modules. In: tiny-stereo on the small grid, seeded weights, a gen
 from __future__ import annotations
 
 import json
-import sys
 import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-import onnx
 import pytest
 import torch
 from deploy_fakes import calibration_bag, fake_export
-from onnx import shape_inference
 from stereo_sequence import CFG, rig_calib, seeded_model, sequence
 from tiny_config import TINY
 from torch import Tensor
+from trt_fakes import (
+    PLATFORM,
+    DataType,
+    FakeBuilder,
+    FakeConfig,
+    FakeEngine,
+    FakeNetwork,
+    calibration_table,
+    install_fake_tensorrt,
+)
 
-from flashocc_ros.deploy import trt_build
 from flashocc_ros.deploy.calibration import (
     CalibFrame,
     CalibrationCache,
@@ -41,7 +47,6 @@ from flashocc_ros.deploy.engine_meta import (
     EngineLayout,
     EngineMetadata,
     Expected,
-    Platform,
     check_engines,
     engine_graphs,
     graph_spec,
@@ -71,7 +76,6 @@ from flashocc_ros.tools.replay import OfflineReplay
 
 torch.set_num_threads(1)
 
-PLATFORM = Platform("10.13.0.35", "NVIDIA H200", "9.0")
 QUARTER_SECOND = 250_000_000
 MAX_ABS = 1e-5  # the stand-in engines run the very torch modules the history's reference runs
 
@@ -154,186 +158,6 @@ def test_a_stereo_folder_without_or_with_a_foreign_graph_s_is_stale(tmp_path: Pa
 # --- the build path over a fake TensorRT that parses the real graphs --------------------------
 
 
-class _Named:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-def _names(*names: str) -> type:
-    return type("Enum", (), {n: _Named(n) for n in names})
-
-
-DataType = _names("FLOAT", "HALF", "BF16", "INT8", "INT32", "INT64", "BOOL", "UINT8")
-LayerType = _names("GRID_SAMPLE", "SOFTMAX")
-BuilderFlag = _names("FP16", "BF16", "INT8", "TF32", "OBEY_PRECISION_CONSTRAINTS")
-ONNX_TYPES = {1: "FLOAT", 10: "HALF", 2: "UINT8", 3: "INT8", 6: "INT32", 7: "INT64", 9: "BOOL"}
-
-
-class FakeTensor:
-    def __init__(self, name: str, dtype: _Named) -> None:
-        self.name, self.dtype = name, dtype
-
-
-class FakeLayer:
-    def __init__(self, node: onnx.NodeProto, tensors: dict[str, FakeTensor]) -> None:
-        self.name, self.op = node.name, node.op_type
-        special = {"GridSample": LayerType.GRID_SAMPLE, "Softmax": LayerType.SOFTMAX}
-        self.type = special.get(node.op_type, _Named(node.op_type))  # type: ignore[attr-defined]
-        self.inputs = [tensors.get(i) if i else None for i in node.input]
-        self.outputs = [tensors[o] for o in node.output]
-        self.precision: _Named | None = None
-        self.output_types: dict[int, _Named] = {}
-
-    @property
-    def num_inputs(self) -> int:
-        return len(self.inputs)
-
-    @property
-    def num_outputs(self) -> int:
-        return len(self.outputs)
-
-    def get_input(self, i: int) -> FakeTensor | None:
-        return self.inputs[i]
-
-    def get_output(self, i: int) -> FakeTensor:
-        return self.outputs[i]
-
-    def set_output_type(self, i: int, dtype: _Named) -> None:
-        self.output_types[i] = dtype
-
-
-class FakeNetwork:
-    def __init__(self) -> None:
-        self.layers: list[FakeLayer] = []
-        self.inputs: list[FakeTensor] = []
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.layers)
-
-    @property
-    def num_inputs(self) -> int:
-        return len(self.inputs)
-
-    def get_layer(self, i: int) -> FakeLayer:
-        return self.layers[i]
-
-    def get_input(self, i: int) -> FakeTensor:
-        return self.inputs[i]
-
-
-class FakeParser:
-    """Builds a FakeNetwork from the ONNX bytes: one layer per node, dtypes from inference."""
-
-    num_errors = 0
-
-    def __init__(self, network: FakeNetwork, logger: object) -> None:
-        self.network = network
-
-    def parse(self, data: bytes, path: str) -> bool:
-        model = shape_inference.infer_shapes(onnx.load_from_string(data))
-        g = model.graph
-        types_ = {
-            v.name: v.type.tensor_type.elem_type for v in (*g.input, *g.value_info, *g.output)
-        }
-        types_.update({t.name: t.data_type for t in g.initializer})
-        for node in g.node:
-            if node.op_type == "Constant":
-                types_[node.output[0]] = node.attribute[0].t.data_type
-        tensors = {
-            name: FakeTensor(name, getattr(DataType, ONNX_TYPES.get(t, "FLOAT")))
-            for name, t in types_.items()
-        }
-        self.network.inputs = [tensors[v.name] for v in g.input]
-        self.network.layers = [FakeLayer(node, tensors) for node in g.node]
-        return True
-
-
-class FakeConfig:
-    def __init__(self) -> None:
-        self.flags: set[str] = set()
-        self.int8_calibrator: Any = None
-        self.progress_monitor = None
-        self.fed: list[dict[str, Tensor]] = []  # int8: the batches TensorRT read
-
-    def set_flag(self, flag: _Named) -> None:
-        self.flags.add(flag.name)
-
-    def set_memory_pool_limit(self, pool: object, size: int) -> None:
-        pass
-
-    def create_timing_cache(self, data: bytes) -> types.SimpleNamespace:
-        return types.SimpleNamespace(serialize=lambda: b"timing")
-
-    def set_timing_cache(self, cache: object, ignore_mismatch: bool) -> bool:
-        return True
-
-    def get_timing_cache(self) -> types.SimpleNamespace:
-        return self.create_timing_cache(b"")
-
-
-class FakeBuilder:
-    builds: ClassVar[list[tuple[FakeNetwork, FakeConfig]]] = []
-
-    def __init__(self, logger: object) -> None:
-        pass
-
-    def create_network(self, flags: int = 0) -> FakeNetwork:
-        return FakeNetwork()
-
-    def create_builder_config(self) -> FakeConfig:
-        return FakeConfig()
-
-    def build_serialized_network(self, network: FakeNetwork, config: FakeConfig) -> bytes:
-        """Records the build; int8 reads the calibration cache or, without one, every batch
-        (the buffers behind the pointers, as TensorRT would) and writes a cache."""
-        FakeBuilder.builds.append((network, config))
-        cal = config.int8_calibrator
-        if "INT8" in config.flags and cal.read_calibration_cache() is None:
-            names = [t.name for t in network.inputs]
-            while (ptrs := cal.get_batch(names)) is not None:
-                buffers = {b.data_ptr(): b for b in cal.feeder.buffers.values()}
-                config.fed.append(
-                    {n: buffers[p].clone() for n, p in zip(names, ptrs, strict=True)}
-                )
-            cal.write_calibration_cache(memoryview(b"scales"))
-        pinned = [layer.name for layer in network.layers if layer.precision is not None]
-        return json.dumps({"flags": sorted(config.flags), "pinned": pinned}).encode()
-
-
-class _FakeBase:
-    def __init__(self) -> None:
-        pass
-
-
-def install_fake_tensorrt(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    """A `tensorrt` module whose builder parses the real ONNX graphs into fake layers and
-    records each build; this machine's platform is PLATFORM."""
-    mod = types.ModuleType("tensorrt")
-    logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, severity=2: None})
-    members = {
-        "__version__": PLATFORM.tensorrt_version,
-        "Builder": FakeBuilder,
-        "OnnxParser": FakeParser,
-        "Logger": logger,
-        "DataType": DataType,
-        "LayerType": LayerType,
-        "BuilderFlag": BuilderFlag,
-        "MemoryPoolType": _names("WORKSPACE"),
-        "IProgressMonitor": type("IProgressMonitor", (_FakeBase,), {}),
-        "IInt8EntropyCalibrator2": type("IInt8EntropyCalibrator2", (_FakeBase,), {}),
-    }
-    for name, value in members.items():
-        setattr(mod, name, value)
-    monkeypatch.setitem(sys.modules, "tensorrt", mod)
-    monkeypatch.setattr(trt_build, "cuda_platform", lambda version, device="cuda": PLATFORM)
-    FakeBuilder.builds = []
-    return mod
-
-
 @pytest.fixture
 def fake_tensorrt(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     return install_fake_tensorrt(monkeypatch)
@@ -413,37 +237,6 @@ def test_fp32_build_sets_no_constraints(
 # --- graph S shares graph A's buffers (the backend's _Engine over a fake runtime) ------------
 
 
-class _FakeContext:
-    def __init__(self) -> None:
-        self.addresses: dict[str, int] = {}
-
-    def set_tensor_address(self, name: str, ptr: int) -> bool:
-        self.addresses[name] = ptr
-        return True
-
-
-class _FakeEngine:
-    def __init__(self, io: dict[str, tuple[list[int], bool]]) -> None:
-        self.io = io
-        self.context = _FakeContext()
-        self.num_io_tensors = len(io)
-
-    def get_tensor_name(self, i: int) -> str:
-        return list(self.io)[i]
-
-    def get_tensor_dtype(self, name: str) -> _Named:
-        return DataType.FLOAT  # type: ignore[attr-defined,no-any-return]
-
-    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self.io[name][0])
-
-    def get_tensor_mode(self, name: str) -> str:
-        return "INPUT" if self.io[name][1] else "OUTPUT"
-
-    def create_execution_context(self) -> _FakeContext:
-        return self.context
-
-
 def _engine(
     monkeypatch: pytest.MonkeyPatch,
     io: dict[str, tuple[list[int], bool]],
@@ -453,10 +246,8 @@ def _engine(
     (name -> (shape, is_input)), on the CPU."""
     from flashocc_ros.runtime.trt_backend import _Engine
 
-    mod = types.ModuleType("tensorrt")
-    mod.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "tensorrt", mod)
-    fake = _FakeEngine(io)
+    install_fake_tensorrt(monkeypatch)
+    fake = FakeEngine(io)
     runtime = types.SimpleNamespace(deserialize_cuda_engine=lambda data: fake)
     return _Engine(runtime, Path(__file__), torch.device("cpu"), shared)  # type: ignore[arg-type]
 
@@ -607,7 +398,8 @@ def test_int8_build_calibrates_every_graph_then_reuses_the_caches(
             assert set(got) == set(ref) and all(torch.equal(got[k], ref[k]) for k in ref)
         assert (meta.calibration["source"], meta.calibration["frames"]) == ("frames", 3)
         sha = graph_spec(export, meta.graph).sha256
-        assert CalibrationCache(layout.calib_cache(meta.graph), sha).read() == b"scales"
+        table = calibration_table(config.fed[0])  # the network's inputs, in its order
+        assert CalibrationCache(layout.calib_cache(meta.graph), sha).read() == table
     net_a, config_a = FakeBuilder.builds[0]
     assert "OBEY_PRECISION_CONSTRAINTS" in config_a.flags  # the cost volume stays fp32 in int8
     assert all(
@@ -622,7 +414,8 @@ def test_int8_build_calibrates_every_graph_then_reuses_the_caches(
     assert len(FakeBuilder.builds) == 3 and not any(c.fed for _, c in FakeBuilder.builds)
     assert [m.calibration["source"] for m in metas] == ["cache"] * 3
     assert check_engines(layout, Expected(CFG, weights, "int8", PLATFORM)) == []
-    CalibrationCache(layout.calib_cache(STEREO_GRAPH), "0" * 64).write(b"other export")
+    other_export = CalibrationCache(layout.calib_cache(STEREO_GRAPH), "0" * 64)
+    other_export.write(calibration_table(["images"]))
     assert "stereo_feature.int8.calib" in int8_rebuild_blocker(layout, CFG, weights)
     single = [CalibFrame(batches[GRAPHS[0]][0]["images"][None], rig_calib(CFG))]
     with pytest.raises(EngineError, match="consecutive frames with ego poses"):
