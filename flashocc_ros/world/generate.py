@@ -41,6 +41,7 @@ class GenerateConfig:
     tf_hz: float = 50.0  # Hz, odom -> base_link rate in bags
     mask_width: int = 200  # px, width of the subsampled ray grid for mask_camera
     save_depth: bool = False  # also store per-pixel depth maps in the dataset folder
+    save_classes: bool = False  # also store per-pixel class maps (the surface each pixel sees)
 
     def __post_init__(self) -> None:
         for name in ("num_scenes", "num_keyframes", "width", "height", "mask_width"):
@@ -185,6 +186,7 @@ def _write_scene(
                 poses,
                 [im.image for im in images],
                 [im.depth for im in images] if cfg.save_depth else None,
+                [im.label for im in images] if cfg.save_classes else None,
             )
             if token is not None and labels is not None:
                 dataset.add_labels(token, labels)
