@@ -18,11 +18,10 @@ camera image (stamp s_n), with T = inv(T_odom<-optical(s_n)) · T_odom<-base_lin
 A labelled voxel is **on its object** when some image puts a surface of its class inside it. It
 is **off** when, instead, only surfaces of other classes lie inside it (the ground plane does not
 count against an object standing on it), or every probe point of it is seen empty by some image
-(the voxel is empty throughout). The other voxels (hidden behind
-others or inside objects, outside every image) are not judged.
-The second score runs the other way: of the surface points inside the grid, how many fall into a
-voxel labelled with their class. Objects move between the camera stamps of a frame (up to
-41.5 ms), so moving objects seen by later cameras score a little lower.
+(the voxel is empty throughout). The other voxels (hidden behind others or inside objects,
+outside every image) are not judged. The second score runs the other way: of the surface points
+inside the grid, how many fall into a voxel labelled with their class. Objects move between the
+camera stamps of a frame (up to 41.5 ms), so moving objects seen by later cameras score lower.
 """
 
 from __future__ import annotations
@@ -196,7 +195,7 @@ def _check_keyframe(
     depths, classes = data.depths(rec), data.pixel_classes(rec)
     assert depths is not None and classes is not None
     grid = data.grid
-    views = []  # (depth (H, W), K (3, 3), key <- optical (4, 4)) of the images used
+    views = []  # (nearest depth around each pixel (H, W), K, key <- optical) of images used
     codes = []  # voxel flat index * NUM_CLASSES + class of the surfaces inside it
     for n, cam in enumerate(rec.cams):
         info = bag.infos.get((info_topic(cam.camera), cam.stamp_ns))
