@@ -1,5 +1,5 @@
-"""Command line for the synthetic world: generate data, evaluate predictions, render pictures.
-In: `python -m flashocc_ros.tools.world {generate,evaluate,render} ...`. Out: files + a report.
+"""Command line for the synthetic world: generate, evaluate, check the ground truth, render.
+In: `python -m flashocc_ros.tools.world {generate,evaluate,check,render} ...`. Out: files, reports.
 
 User mistakes print one `error: ...` line and exit with code 2.
 """
@@ -22,6 +22,7 @@ from flashocc_ros.eval.metrics import MiouMetric, RangeMiou
 from flashocc_ros.eval.sources import SourceError, match, read_ground_truth, read_predictions
 from flashocc_ros.rig import nuscenes_like_rig
 from flashocc_ros.world.bag import BagWriter
+from flashocc_ros.world.check import CheckError, check_folder
 from flashocc_ros.world.dataset import DatasetError, DatasetWriter, WorldDataset
 from flashocc_ros.world.generate import GenerateConfig, generate, generate_parallel
 
@@ -52,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--mask-width", type=int, default=200, help="camera-mask ray grid width")
     g.add_argument("--depth", action="store_true",
                    help="also store depth maps (16-bit PNG, cm)")  # fmt: skip
+    g.add_argument("--classes", action="store_true",
+                   help="also store per-pixel class maps (8-bit PNG, 17 = sky)")  # fmt: skip
     g.add_argument("--workers", type=int, default=1,
                    help="processes rendering scenes in parallel (dataset folders only; "
                    "default 1)")  # fmt: skip
@@ -61,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--pred", type=Path, required=True, help="folder of npz or bag")
     e.add_argument("--pred-topic", help="Occupancy topic in a prediction bag (default: first "
                    "one that is not ground truth)")  # fmt: skip
+
+    c = sub.add_parser("check", help="project a bag's ground truth into its images: per class, "
+                       "how many voxels hold a surface of their class")  # fmt: skip
+    c.add_argument("--bag", type=Path, required=True, help="generated bag")
+    c.add_argument("--data", type=Path, required=True,
+                   help="dataset folder generated with it (--depth --classes)")  # fmt: skip
 
     r = sub.add_parser("render", help="pictures of one keyframe of a dataset folder")
     r.add_argument("--data", type=Path, required=True, help="dataset folder")
@@ -84,7 +93,7 @@ def _generate(a: argparse.Namespace) -> None:
         cfg = GenerateConfig(
             num_scenes=a.scenes, num_keyframes=a.keyframes, seed=a.seed, width=a.width,
             height=a.height, keyframes_only=a.keyframes_only, mask_width=a.mask_width,
-            save_depth=a.depth,
+            save_depth=a.depth, save_classes=a.classes,
         )  # fmt: skip
     except ValueError as err:
         raise UsageError(str(err)) from err
@@ -122,6 +131,10 @@ def _evaluate(a: argparse.Namespace) -> None:
     sys.stdout.write(metric.result().table() + "\n")
     if rings.num_frames:
         sys.stdout.write(rings.line() + "\n")
+
+
+def _check(a: argparse.Namespace) -> None:
+    sys.stdout.write(check_folder(a.bag, a.data).table() + "\n")
 
 
 def _render(a: argparse.Namespace) -> None:
@@ -183,10 +196,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 2 user error)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = _parser().parse_args(argv)
-    handlers = {"generate": _generate, "evaluate": _evaluate, "render": _render}
+    handlers = {"generate": _generate, "evaluate": _evaluate, "check": _check, "render": _render}
     try:
         handlers[args.command](args)
-    except (UsageError, DatasetError, SourceError, ConfigError, FileExistsError) as err:
+    except (
+        UsageError,
+        DatasetError,
+        SourceError,
+        ConfigError,
+        CheckError,
+        FileExistsError,
+    ) as err:
         sys.stderr.write(f"error: {err}\n")
         return 2
     except OSError as err:

@@ -34,6 +34,7 @@ class CameraFrame:
     path: Path  # image file
     ego_pose: np.ndarray  # (4, 4) odom <- base_link at `stamp_ns`
     depth_path: Path | None = None  # 16-bit PNG, camera-z centimetres, 0 = no surface
+    class_path: Path | None = None  # 8-bit PNG, class of the surface seen, FREE_LABEL = sky
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,11 +106,13 @@ class DatasetWriter:
         ego_poses: np.ndarray,
         images: list[np.ndarray],
         depths: list[np.ndarray] | None = None,
+        classes: list[np.ndarray] | None = None,
     ) -> None:
         """Images (N of (H, W, 3) BGR) of one frame of the current scene, poses (N, 4, 4).
 
         Optional `depths` (N of (H, W) float32 camera-z metres, inf = sky) are stored as 16-bit
-        PNG in centimetres (0 = no surface) for depth supervision.
+        PNG in centimetres (0 = no surface) for depth supervision; optional `classes` (N of
+        (H, W) uint8, the class of each pixel's surface, FREE_LABEL = sky) as 8-bit PNG.
         """
         scene = self._scenes[-1]
         sub = "samples" if token is not None else "sweeps"
@@ -128,15 +131,24 @@ class DatasetWriter:
                 "ego_pose": np.asarray(pose).tolist(),
             }
             if depths is not None:
-                drel = Path("depth") / cam / f"{scene['name']}__{cam}__{stamp}.png"
-                (self.root / drel).parent.mkdir(parents=True, exist_ok=True)
                 d = depths[len(cams)]
                 cm = np.where(np.isfinite(d), np.clip(np.round(d * 100.0), 0, 65535), 0)
-                if not cv2.imwrite(str(self.root / drel), cm.astype(np.uint16)):
-                    raise DatasetError(f"cannot write {self.root / drel}")
-                entry["depth_file"] = drel.as_posix()
+                entry["depth_file"] = self._write_map("depth", scene["name"], cam, stamp, cm)
+            if classes is not None:
+                entry["class_file"] = self._write_map(
+                    "classes", scene["name"], cam, stamp, classes[len(cams)]
+                )
             cams.append(entry)
         scene["frames"].append({"frame": frame, "token": token, "cams": cams})
+
+    def _write_map(self, kind: str, scene: str, cam: str, stamp: int, image: np.ndarray) -> str:
+        """A per-pixel map as <kind>/<cam>/<scene>__<cam>__<stamp>.png (uint16 or uint8)."""
+        rel = Path(kind) / cam / f"{scene}__{cam}__{stamp}.png"
+        (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        dtype = np.uint8 if kind == "classes" else np.uint16
+        if not cv2.imwrite(str(self.root / rel), image.astype(dtype)):
+            raise DatasetError(f"cannot write {self.root / rel}")
+        return rel.as_posix()
 
     def add_labels(self, token: str, labels: OccupancyLabels) -> None:
         path = self.root / "gts" / self._scenes[-1]["name"] / token / "labels.npz"
@@ -216,15 +228,13 @@ class WorldDataset:
 
     def depths(self, record: FrameRecord) -> np.ndarray | None:
         """(N, H, W) float32 camera-z depth in metres (0 = no surface), or None if not stored."""
-        if any(c.depth_path is None for c in record.cams):
-            return None
-        out = []
-        for c in record.cams:
-            d = cv2.imread(str(c.depth_path), cv2.IMREAD_UNCHANGED)
-            if d is None:
-                raise DatasetError(f"cannot read depth {c.depth_path}")
-            out.append(d.astype(np.float32) / 100.0)
-        return np.stack(out)
+        maps = _read_maps([c.depth_path for c in record.cams], "depth")
+        return None if maps is None else maps.astype(np.float32) / 100.0
+
+    def pixel_classes(self, record: FrameRecord) -> np.ndarray | None:
+        """(N, H, W) uint8 class of each pixel's surface (FREE_LABEL = sky), or None if not
+        stored (generate with --classes)."""
+        return _read_maps([c.class_path for c in record.cams], "class map")
 
     def sample(self, i: int) -> Sample:
         """Keyframe `i` with images, calibration, per-camera ego poses and labels."""
@@ -259,6 +269,19 @@ def _read_index(root: Path) -> tuple[GridConfig, CameraRig, list[dict[str, Any]]
     return GridConfig(**index["grid"]), rig_from_dict(index["rig"]), list(index["scenes"])
 
 
+def _read_maps(paths: list[Path | None], what: str) -> np.ndarray | None:
+    """(N, H, W) per-pixel maps read as stored, or None when a camera has none."""
+    if any(p is None for p in paths):
+        return None
+    out = []
+    for p in paths:
+        m = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        if m is None:
+            raise DatasetError(f"cannot read {what} {p}")
+        out.append(m)
+    return np.stack(out)
+
+
 def _frame_record(root: Path, scene: str, fr: dict[str, Any]) -> FrameRecord:
     cams = tuple(
         CameraFrame(
@@ -267,6 +290,7 @@ def _frame_record(root: Path, scene: str, fr: dict[str, Any]) -> FrameRecord:
             root / c["file"],
             np.array(c["ego_pose"], dtype=np.float64),
             root / c["depth_file"] if "depth_file" in c else None,
+            root / c["class_file"] if "class_file" in c else None,
         )
         for c in fr["cams"]
     )

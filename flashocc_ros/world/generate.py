@@ -41,6 +41,7 @@ class GenerateConfig:
     tf_hz: float = 50.0  # Hz, odom -> base_link rate in bags
     mask_width: int = 200  # px, width of the subsampled ray grid for mask_camera
     save_depth: bool = False  # also store per-pixel depth maps in the dataset folder
+    save_classes: bool = False  # also store per-pixel class maps (the surface each pixel sees)
 
     def __post_init__(self) -> None:
         for name in ("num_scenes", "num_keyframes", "width", "height", "mask_width"):
@@ -165,18 +166,13 @@ def _write_scene(
     def ns(t: float) -> int:
         return start_ns + round(t * 1e9)
 
-    tf_times = np.arange(0.0, scene.duration + 1e-9, 1.0 / cfg.tf_hz)
-    tf_poses = scene.trajectory.poses(tf_times)
-    tf_next = 0
+    tf_times = tf_sample_times(scene.duration, cfg.tf_hz)
+    poses_tf = _PoseStream(bag, [ns(float(t)) for t in tf_times], scene.trajectory.poses(tf_times))
     for frame in range(timing.num_frames(cfg.num_keyframes)):
         key = timing.is_keyframe(frame)
         if cfg.keyframes_only and not key:
             continue
         times = timing.camera_times(frame)
-        if bag is not None:  # /tf up to the end of this frame, in time order
-            while tf_next < len(tf_times) and tf_times[tf_next] <= times[-1] + 1e-9:
-                bag.write_pose(ns(tf_times[tf_next]), tf_poses[tf_next])
-                tf_next += 1
         images = renderer.render_frame(frame)
         stamps = [ns(float(t)) for t in times]
         token = f"{scene.name}_{frame // timing.frames_per_keyframe:04d}" if key else None
@@ -190,17 +186,42 @@ def _write_scene(
                 poses,
                 [im.image for im in images],
                 [im.depth for im in images] if cfg.save_depth else None,
+                [im.label for im in images] if cfg.save_classes else None,
             )
             if token is not None and labels is not None:
                 dataset.add_labels(token, labels)
-        if bag is not None:
+        if bag is not None:  # each message logged at its header stamp, in stamp order
             for n, im in enumerate(images):
+                poses_tf.write_until(stamps[n])
                 bag.write_camera(n, stamps[n], im.image)
-            if labels is not None:
-                bag.write_ground_truth(stamps[0], labels)
+                if n == 0 and labels is not None:
+                    bag.write_ground_truth(stamps[0], labels)
         if progress is not None:
             progress(1)
-    if bag is not None:
-        while tf_next < len(tf_times):
-            bag.write_pose(ns(tf_times[tf_next]), tf_poses[tf_next])
-            tf_next += 1
+    poses_tf.write_until(None)
+
+
+class _PoseStream:
+    """One scene's odom -> base_link samples, written to /tf of a bag (if any) up to a stamp at
+    a time, so that they interleave with the images in log-time order."""
+
+    def __init__(self, bag: BagWriter | None, stamps_ns: list[int], poses: np.ndarray) -> None:
+        self.bag, self.stamps, self.poses = bag, stamps_ns, poses  # poses (T, 4, 4)
+        self.next = 0
+
+    def write_until(self, stamp_ns: int | None) -> None:
+        """Write the samples stamped at or before `stamp_ns` (None: all that are left)."""
+        while self.next < len(self.stamps) and (
+            stamp_ns is None or self.stamps[self.next] <= stamp_ns
+        ):
+            if self.bag is not None:
+                self.bag.write_pose(self.stamps[self.next], self.poses[self.next])
+            self.next += 1
+
+
+def tf_sample_times(duration: float, hz: float) -> np.ndarray:
+    """(T,) s, odom -> base_link sample times 0, 1/hz, ... up to the first at or after
+    `duration` (the last camera stamp), so every image stamp has a sample on each side."""
+    count = int(np.ceil(duration * hz - 1e-9)) + 1
+    out: np.ndarray = np.arange(count) / hz
+    return out

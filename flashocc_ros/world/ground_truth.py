@@ -1,9 +1,7 @@
 """Occ3D ground truth per keyframe: semantics voxelised from the scene, camera and lidar masks.
 In: a `Scene`, the rig and a keyframe time. Out: `OccupancyLabels` (X, Y, Z) in the key-ego frame.
 
-Voxelisation: the ground fills the layer containing z = 0 (index 2 for z_min = −1, 0.4 m voxels),
-labelled by the ground class at the voxel centre; a primitive fills every voxel it overlaps
-(tested on a half-voxel lattice that includes the voxel faces, so thin parts still count).
+Semantics come from `voxelize` (positive-volume overlap, world/voxelize.py).
 Masks: a voxel is observed when a ray passes through it up to and including its first hit —
 camera rays (every camera, a subsampled pixel grid) and a simulated 32-beam top lidar.
 """
@@ -15,20 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from flashocc_ros.classes import CLASS_NAMES, FREE_LABEL
 from flashocc_ros.config import GridConfig
 from flashocc_ros.rig import CameraRig
-from flashocc_ros.world.primitives import KIND_BOX
 from flashocc_ros.world.raycast import SKY, cast, spherical_footprints
 from flashocc_ros.world.render import Renderer
 from flashocc_ros.world.scene import Scene
-
-# Later classes overwrite earlier ones where two primitives share a voxel (small things win).
-_PRIORITY = [
-    "manmade", "vegetation", "others", "trailer", "bus", "truck", "construction_vehicle", "car",
-    "barrier", "motorcycle", "bicycle", "pedestrian", "traffic_cone",
-]  # fmt: skip
-_RANK = np.array([_PRIORITY.index(n) if n in _PRIORITY else -1 for n in CLASS_NAMES])
+from flashocc_ros.world.voxelize import voxelize
 
 
 @dataclass(frozen=True)
@@ -68,81 +58,6 @@ class OccupancyLabels:
                 z["mask_lidar"].astype(bool),
                 z["mask_camera"].astype(bool),
             )
-
-
-def voxel_centers(grid: GridConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centre coordinates (X,), (Y,), (Z,) in metres of the grid's voxels."""
-    vs = grid.voxel_size
-    return (
-        grid.x_min + (np.arange(grid.size_x) + 0.5) * vs,
-        grid.y_min + (np.arange(grid.size_y) + 0.5) * vs,
-        grid.z_min + (np.arange(grid.size_z) + 0.5) * vs,
-    )
-
-
-def voxelize(scene: Scene, t: float, ego_pose: np.ndarray, grid: GridConfig) -> np.ndarray:
-    """(X, Y, Z) uint8 semantics at scene time t in the ego frame `ego_pose` (odom <- base)."""
-    sem = np.full(grid.shape, FREE_LABEL, dtype=np.uint8)
-    vs = grid.voxel_size
-    xs, ys, _ = voxel_centers(grid)
-    ex, ey = np.meshgrid(xs, ys, indexing="ij")  # (X, Y)
-    world = ego_pose[:2, :2] @ np.stack([ex.ravel(), ey.ravel()]) + ego_pose[:2, 3:4]
-    ground_z = -ego_pose[2, 3]  # world z = 0 in the ego frame (no roll / pitch)
-    layer = int(np.floor((ground_z - grid.z_min) / vs))
-    if 0 <= layer < grid.size_z:
-        sem[:, :, layer] = scene.layout.ground_label(world[0], world[1]).reshape(ex.shape)
-    prims = scene.prims
-    world_to_ego = np.linalg.inv(ego_pose)
-    corners = prims.corners_at(t) @ world_to_ego[:3, :3].T + world_to_ego[:3, 3]  # (M, 8, 3)
-    centers = prims.centers_at(t) @ world_to_ego[:3, :3].T + world_to_ego[:3, 3]  # (M, 3)
-    yaw = prims.yaw - np.arctan2(ego_pose[1, 0], ego_pose[0, 0])  # box headings in the ego frame
-    lo = np.array([grid.x_min, grid.y_min, grid.z_min])
-    size = np.array(grid.shape)
-    k_lo = np.floor((corners.min(1) - lo) / (vs / 2)).astype(np.int64) - 2
-    k_hi = np.ceil((corners.max(1) - lo) / (vs / 2)).astype(np.int64) + 2
-    k_lo = np.maximum(k_lo - (k_lo % 2), 0)  # even: a voxel corner
-    k_hi = np.minimum(k_hi, 2 * size)
-    touched = np.flatnonzero((k_hi > k_lo).all(1) & (_RANK[prims.label] >= 0))
-    eps = 1e-6
-    for m in touched[np.argsort(_RANK[prims.label[touched]], kind="stable")]:
-        # Primitives are vertical extrusions: inside = inside_xy (2D) and inside_z (1D).
-        ax, ay, az = (lo[a] + np.arange(k_lo[m, a], k_hi[m, a] + 1) * (vs / 2) for a in range(3))
-        dx, dy = ax[:, None] - centers[m, 0], ay[None, :] - centers[m, 1]
-        h = prims.half[m]
-        if prims.kind[m] == KIND_BOX:
-            c, s_ = np.cos(yaw[m]), np.sin(yaw[m])
-            in_xy = (np.abs(c * dx + s_ * dy) <= h[0] + eps) & (
-                np.abs(c * dy - s_ * dx) <= h[1] + eps
-            )
-        else:
-            in_xy = dx * dx + dy * dy <= (h[0] + eps) ** 2
-        in_z = np.abs(az - centers[m, 2]) <= h[2] + eps
-        occ = _pool2(in_xy)[:, :, None] & _pool1(in_z)[None, None, :]  # voxels k_lo/2 + i
-        i0 = k_lo[m] // 2
-        region = sem[i0[0] : i0[0] + occ.shape[0], i0[1] : i0[1] + occ.shape[1],
-                     i0[2] : i0[2] + occ.shape[2]]  # fmt: skip
-        occ = occ[: region.shape[0], : region.shape[1], : region.shape[2]]
-        region[occ] = prims.label[m]
-    return sem
-
-
-def _pool1(inside: np.ndarray) -> np.ndarray:
-    """Voxel i is hit when any lattice point 2i, 2i+1, 2i+2 is inside (1D)."""
-    n = (len(inside) - 1) // 2
-    out: np.ndarray = inside[0 : 2 * n : 2] | inside[1 : 2 * n + 1 : 2] | inside[2 : 2 * n + 2 : 2]
-    return out
-
-
-def _pool2(inside: np.ndarray) -> np.ndarray:
-    """2D version of `_pool1` over both axes."""
-    rows = _pool1_axis0(inside)
-    return _pool1_axis0(rows.T).T
-
-
-def _pool1_axis0(a: np.ndarray) -> np.ndarray:
-    n = (a.shape[0] - 1) // 2
-    out: np.ndarray = a[0 : 2 * n : 2] | a[1 : 2 * n + 1 : 2] | a[2 : 2 * n + 2 : 2]
-    return out
 
 
 def mark_rays(

@@ -11,8 +11,10 @@ import pytest
 import yaml
 from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
+from rosbags.highlevel import AnyReader
 
 from flashocc_ros.config import NUSCENES_CAMERAS, GridConfig
+from flashocc_ros.msgdefs import flashocc_typestore
 from flashocc_ros.rig import nuscenes_like_rig
 from flashocc_ros.tools.world import main
 from flashocc_ros.world.dataset import WorldDataset
@@ -93,6 +95,35 @@ def test_bag_reads_back_with_mcap(generated: tuple[Path, Path]) -> None:
 
 def _ns(stamp: Any) -> int:
     return int(stamp.sec) * 10**9 + int(stamp.nanosec)
+
+
+def test_bag_is_in_log_time_order_and_tf_covers_every_image(generated: tuple[Path, Path]) -> None:
+    """Read with rosbags: every message is logged at its header stamp; each image stamp lies
+    between two adjacent /tf samples (50 Hz) of its scene, so a strict lookup never extrapolates.
+    Read in file order with mcap (rosbags sorts): the log times never go back, as a recorder
+    writes them."""
+    bag, _ = generated
+    tf, images = [], []
+    with AnyReader([bag], default_typestore=flashocc_typestore()) as reader:
+        for conn, log_ns, raw in reader.messages():
+            msg = reader.deserialize(raw, conn.msgtype)
+            heads = msg.transforms if conn.msgtype == "tf2_msgs/msg/TFMessage" else [msg]
+            assert {_ns(h.header.stamp) for h in heads} == {log_ns}, conn.topic
+            if conn.topic == "/tf":
+                tf.append(log_ns)
+            elif conn.topic.endswith("/image_raw"):
+                images.append(log_ns)
+    assert len(images) == 2 * 20 * 6
+    tf_ns = np.array(sorted(tf))
+    img = np.array(images)
+    before = tf_ns[np.searchsorted(tf_ns, img, side="right") - 1]
+    after = tf_ns[np.minimum(np.searchsorted(tf_ns, img, side="left"), len(tf_ns) - 1)]
+    assert (before <= img).all() and (after >= img).all(), "an image lies outside /tf"
+    assert (after - before).max() <= 20_000_000, "an image lies in a gap between scenes"
+    (mcap_file,) = bag.glob("*.mcap")
+    with mcap_file.open("rb") as f:
+        order = [m.log_time for _, _, m in make_reader(f).iter_messages(log_time_order=False)]
+    assert len(order) > len(images) and (np.diff(order) >= 0).all()
 
 
 def test_dataset_folder_and_evaluate(

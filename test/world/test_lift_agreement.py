@@ -10,9 +10,9 @@ geometry = pytest.importorskip("flashocc_ros.model.geometry")
 
 from flashocc_ros.config import GridConfig  # noqa: E402
 from flashocc_ros.rig import nuscenes_like_rig  # noqa: E402
-from flashocc_ros.world.ground_truth import voxelize  # noqa: E402
 from flashocc_ros.world.render import Renderer  # noqa: E402
 from flashocc_ros.world.scene import generate_scene  # noqa: E402
+from flashocc_ros.world.voxelize import voxelize  # noqa: E402
 
 W, H = 400, 225  # render size; intrinsics passed at the 1600x900 source size
 
