@@ -25,6 +25,7 @@ from flashocc_ros.msgdefs import flashocc_typestore
 from flashocc_ros.node_config import NodeConfig, node_config_from_mapping, parse_param_items
 from flashocc_ros.runtime.assembler import BundleAssembler, CameraIntrinsics, RawImage
 from flashocc_ros.runtime.pipeline import OccupancyPipeline, OccupancyResult, PipelineError
+from flashocc_ros.safe_io import OutputExistsError, disk_error_line, save_npz
 from flashocc_ros.sensing.image_decode import ImageDecodeError
 from flashocc_ros.sensing.sync import Bundle, BundleSynchronizer
 from flashocc_ros.sensing.tf_buffer import TfBuffer, TransformError
@@ -151,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default="")
     parser.add_argument("--compressed", action="store_true", help="cameras are jpeg/png")
     parser.add_argument(
+        "--overwrite", action="store_true", help="replace .npz files already in --out"
+    )
+    parser.add_argument(
         "--param",
         action="append",
         default=[],
@@ -172,17 +176,36 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.compressed:
             params = params.replace(compressed_cameras=params.camera_names)
-        pipeline = create_pipeline(params)
         if not args.bag.exists():
             raise ConfigError(f"bag not found: {args.bag}")
+        old = sorted(args.out.glob("*.npz")) if args.out.is_dir() and not args.overwrite else []
+        if old:
+            raise OutputExistsError(
+                f"--out {args.out} already holds {len(old)} .npz files (e.g. {old[0].name}); "
+                "pass --overwrite to replace them, or choose another --out"
+            )
+        pipeline = create_pipeline(params)
     except (ConfigError, BackendError, OSError) as err:
         LOG.error("flashocc-replay: %s", err)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
     replay = OfflineReplay(params, pipeline)
     t0 = time.perf_counter()
-    for result in replay.run(args.bag):
-        np.savez_compressed(args.out / f"{result.stamp_ns}.npz", semantics=result.labels)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        LOG.error("flashocc-replay: %s", disk_error_line(err, args.out))
+        return 1
+    for written, result in enumerate(replay.run(args.bag)):
+        target = args.out / f"{result.stamp_ns}.npz"
+        try:
+            save_npz(target, {"semantics": result.labels})  # the whole file or none (atomic)
+        except OSError as err:
+            LOG.error(
+                "flashocc-replay: %s; the %d grids written before it are complete",
+                disk_error_line(err, target),
+                written,
+            )
+            return 1
     LOG.info(
         "%d bundles in %.1f s -> %s (dropped: %s)",
         replay.stats.bundles,
