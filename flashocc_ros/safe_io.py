@@ -5,10 +5,11 @@ In: a target path and the bytes / text / arrays for it. Out: the complete file, 
 `.<name>.<random>.part` so that no reader globbing `*.npz` or `*.json` picks it up. When the block
 ends without an error the data is flushed to the disk (fsync) and renamed over `path` with
 `os.replace`, which readers see as one step; on any error (a full or read-only disk, Ctrl-C) the
-temporary file is removed and `path` is left as it was. With `overwrite=False` an existing target
-is refused with `OutputExistsError` before anything is written. Every writer of the package that
-produces user data goes through here (the recorder, `tools.replay`, the world dataset writer, the
-weights files). `disk_error_line` words an OSError in the user's terms ("the disk is full").
+temporary file is removed, `path` is left as it was, and an OSError names `path`, not the
+temporary. With `overwrite=False` an existing target is refused with `OutputExistsError` before
+anything is written. Every writer of the package that produces user data goes through here (the
+recorder, `tools.replay`, the world dataset writer, the weights files). `disk_error_line` words
+an OSError in the user's terms ("no space left on the disk").
 """
 
 from __future__ import annotations
@@ -83,14 +84,18 @@ def atomic_output(
         if not overwrite:
             _refuse_existing(path, hint)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename in (None, str(tmp)):
+            err.filename = str(path)  # name the file the user asked for, not the temporary
         raise
 
 
-def write_bytes(path: str | Path, data: bytes, *, overwrite: bool = True) -> None:
+def write_bytes(
+    path: str | Path, data: bytes, *, overwrite: bool = True, durable: bool = True
+) -> None:
     """Write `data` to `path` atomically (see `atomic_output`)."""
-    with atomic_output(path, overwrite=overwrite) as tmp, open(tmp, "xb") as f:
+    with atomic_output(path, overwrite=overwrite, durable=durable) as tmp, open(tmp, "xb") as f:
         f.write(data)
 
 

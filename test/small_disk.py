@@ -6,7 +6,8 @@ Where unprivileged mount namespaces work (`unshare -rm`, Linux; checked once), t
 real tmpfs and writes fail with ENOSPC / EROFS exactly as on a full or read-only disk. Elsewhere
 (CI kernels may forbid user namespaces) "full" is a file-size limit (`ulimit -f`: EFBIG) and
 "read-only" a folder without write permission (impossible as root: such a test is skipped).
-`KIND` says which is in use. Importable from every test folder (test/ is on sys.path).
+`kind()` says which is in use; FLASHOCC_SMALL_DISK=rlimit forces the second way (to check that
+the tests hold there too). Importable from every test folder (test/ is on sys.path).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import pytest
 @functools.cache
 def mount_namespaces() -> bool:
     """True when this user may mount a tmpfs in a new user + mount namespace."""
+    if os.environ.get("FLASHOCC_SMALL_DISK") == "rlimit":
+        return False
     with tempfile.TemporaryDirectory() as where:
         try:
             proc = subprocess.run(
