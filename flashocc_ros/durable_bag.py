@@ -88,9 +88,13 @@ class DurableBagWriter:
         self._point: _DurablePoint | None = None
         try:
             self._grow_reserve(RESERVE_BASE)
-        except OSError:
+        except OSError:  # no room even to start: remove the folder this writer just made
+            mcap = self._storage().path
             self._writer.abort()
-            self._reserve.unlink(missing_ok=True)
+            for made in (self._reserve, mcap):
+                made.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.path.rmdir()
             raise
 
     def _storage(self) -> McapWriter:

@@ -86,3 +86,17 @@ def test_an_existing_bag_is_never_overwritten(tmp_path: Path) -> None:
     with pytest.raises(WriterError, match="exists already"):
         DurableBagWriter(tmp_path / "bag")
     assert (tmp_path / "bag" / "mine.txt").read_text() == "keep"
+
+
+def test_no_room_to_start_leaves_no_half_bag_behind(tmp_path: Path) -> None:
+    """Less space than the close reserve: refused at once, and the folder it made is gone."""
+    disk = tmp_path / "disk"
+    code = (
+        "import sys; from pathlib import Path; "
+        "from flashocc_ros.durable_bag import DurableBagWriter\n"
+        "try:\n    DurableBagWriter(Path(sys.argv[1]))\n"
+        "except OSError as err:\n    print('refused', err.errno)"
+    )
+    proc = run_on_small_disk([sys.executable, "-c", code, str(disk / "bag")], disk, size_kib=128)
+    assert proc.returncode == 0 and "refused" in proc.stdout, proc.stdout + proc.stderr
+    assert not (disk / "bag").exists()

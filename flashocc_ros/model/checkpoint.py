@@ -377,7 +377,7 @@ def _skeleton(cfg: ModelConfig, path: Path) -> FlashOCC:
     try:
         with _ParametersOnMeta():
             skeleton = build_model(cfg)
-    except ValueError as err:  # ConfigError: a combination the network cannot build
+    except (ValueError, RuntimeError) as err:  # a combination the network cannot build
         raise CheckpointError(f"{path}: invalid embedded model_config: {err}") from err
     tensors = itertools.chain(skeleton.parameters(), skeleton.buffers())
     size = sum(t.numel() * t.element_size() for t in tensors)
