@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 
@@ -32,6 +32,50 @@ class ConfigError(ValueError):
     """A configuration value is missing, unknown or out of range."""
 
 
+# --- bounds --------------------------------------------------------------------------------------
+# Every GridConfig / ModelConfig value is checked against these before anything is built, so a
+# config (a YAML file or the one embedded in a weights file) can never ask for an absurd model:
+# `neck_channels: 65536` alone would ask for about 155 GB. They are about ten times the largest
+# official config (FLASHOCC_SPEC.md §1.2), never a limit a real model meets.
+MAX_CHANNELS = 4096  # any channel count (official: at most 640)
+MAX_INPUT_SIDE = 4096  # px, H or W of the network input (official: 256 x 704)
+MAX_CAMERAS = 16  # N (official: 6)
+MAX_DEPTH_M = 1000.0  # m, depth_stop (official: 45)
+MAX_DEPTH_BINS = 1024  # D (official: 88)
+MAX_LIFT_POINTS = 2**24  # N x D x fH x fW lifted points (official M1: 371,712)
+MAX_ADJ_FRAMES = 16  # previous frames fused (official: 1)
+MAX_BEV_STAGES = 8  # CustomResNet stages (official: 3)
+MAX_BEV_BLOCKS = 32  # BasicBlocks per stage (official: 2)
+MAX_CLASSES = 256  # labels are uint8 (official: 18)
+MAX_GRID_CELLS = 2048  # voxels along one axis (official: 200)
+MAX_GRID_VOXELS = 2**25  # X x Y x Z (official: 640,000)
+MAX_BEV_Z_CELLS = 64  # height cells of the pooling grid (official: 1)
+
+
+def _check_int(value: object, name: str, lo: int, hi: int) -> None:
+    """ConfigError unless `value` is an int (not a bool) in [lo, hi]."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be in [{lo}, {hi}], got {value}")
+
+
+def _check_float(value: object, name: str, lo: float = -math.inf, hi: float = math.inf) -> None:
+    """ConfigError unless `value` is a finite number in [lo, hi]."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be in [{lo:g}, {hi:g}], got {value:g}")
+
+
+def _check_ints(values: object, name: str, lo: int, hi: int, max_len: int) -> None:
+    """ConfigError unless `values` is a sequence of 1..max_len ints in [lo, hi]."""
+    if not isinstance(values, tuple | list) or not 1 <= len(values) <= max_len:
+        raise ConfigError(f"{name} must be a list of 1 to {max_len} integers, got {values!r}")
+    for i, v in enumerate(values):
+        _check_int(v, f"{name}[{i}]", lo, hi)
+
+
 @dataclass(frozen=True)
 class GridConfig:
     """Occupancy and BEV grid in the ego frame (x forward, y left, z up), metres."""
@@ -48,6 +92,11 @@ class GridConfig:
     )
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if f.name != "bev_z_cells":
+                _check_float(getattr(self, f.name), f"grid {f.name}", -1e5, 1e5)
+        _check_float(self.voxel_size, "grid voxel_size", 1e-3, 100.0)
+        _check_int(self.bev_z_cells, "grid bev_z_cells", 1, MAX_BEV_Z_CELLS)
         for lo, hi, axis in (
             (self.x_min, self.x_max, "X"),
             (self.y_min, self.y_max, "Y"),
@@ -60,8 +109,15 @@ class GridConfig:
                 raise ConfigError(
                     f"grid {axis} extent {hi - lo} m is not a multiple of voxel_size"
                 )
-        if self.bev_z_cells < 1:
-            raise ConfigError("bev_z_cells must be >= 1")
+            if round(cells) > MAX_GRID_CELLS:
+                raise ConfigError(
+                    f"grid {axis} has {round(cells)} voxels; at most {MAX_GRID_CELLS} are allowed"
+                )
+        if self.size_x * self.size_y * self.size_z > MAX_GRID_VOXELS:
+            raise ConfigError(
+                f"grid {self.shape} has {self.size_x * self.size_y * self.size_z} voxels; "
+                f"at most {MAX_GRID_VOXELS} are allowed"
+            )
 
     @property
     def size_x(self) -> int:
@@ -129,6 +185,7 @@ class ModelConfig:
     num_classes: int = 18
 
     def __post_init__(self) -> None:
+        self._check_bounds()
         if self.backbone_depth not in (18, 34, 50, 101):
             raise ConfigError(
                 f"backbone_depth must be 18, 34, 50 or 101, got {self.backbone_depth}"
@@ -157,6 +214,59 @@ class ModelConfig:
             raise ConfigError("bev_num_layers and bev_channels must have the same length")
         if not self.camera_names:
             raise ConfigError("camera_names must not be empty")
+
+    def _check_bounds(self) -> None:
+        """Types and ranges of every field (see the MAX_* bounds above), before any arithmetic
+        on them; ConfigError names the field."""
+        if not isinstance(self.name, str):
+            raise ConfigError(f"name must be a string, got {self.name!r}")
+        if not isinstance(self.grid, GridConfig):
+            raise ConfigError(f"grid must be a grid mapping, got {self.grid!r}")
+        names = self.camera_names
+        if not isinstance(names, tuple | list) or not 1 <= len(names) <= MAX_CAMERAS:
+            raise ConfigError(f"camera_names must list 1 to {MAX_CAMERAS} cameras, got {names!r}")
+        if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+            raise ConfigError(f"camera_names must be distinct non-empty names, got {names!r}")
+        _check_ints(self.input_size, "input_size", 1, MAX_INPUT_SIDE, 2)
+        if len(self.input_size) != 2:
+            raise ConfigError(f"input_size must be (H, W), got {self.input_size!r}")
+        _check_int(self.downsample, "downsample", 4, 32)
+        _check_ints(self.backbone_out_indices, "backbone_out_indices", 0, 3, 4)
+        for key in ("neck_channels", "context_channels", "aspp_mid_channels"):
+            _check_int(getattr(self, key), key, 1, MAX_CHANNELS)
+        for key in ("bev_neck_channels", "head_channels"):
+            _check_int(getattr(self, key), key, 1, MAX_CHANNELS)
+        _check_ints(self.bev_channels, "bev_channels", 1, MAX_CHANNELS, MAX_BEV_STAGES)
+        _check_ints(self.bev_num_layers, "bev_num_layers", 1, MAX_BEV_BLOCKS, MAX_BEV_STAGES)
+        _check_int(self.num_classes, "num_classes", 2, MAX_CLASSES)
+        _check_int(self.num_adj_frames, "num_adj_frames", 0, MAX_ADJ_FRAMES)
+        _check_float(self.depth_start, "depth_start", 0.0, MAX_DEPTH_M)
+        _check_float(self.depth_stop, "depth_stop", 0.0, MAX_DEPTH_M)
+        _check_float(self.depth_step, "depth_step", 0.0, MAX_DEPTH_M)
+        _check_float(self.stereo_bias, "stereo_bias", -1e6, 1e6)
+        for key, allowed in (
+            ("backbone", get_args(BackboneKind)),
+            ("depth_net", get_args(DepthNetKind)),
+        ):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
+        for key in ("depth_sid", "stereo"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"{key} must be true or false, got {getattr(self, key)!r}")
+        if self.depth_step > 0 and self.depth_stop > self.depth_start:
+            bins = self.num_depth_bins
+            if bins > MAX_DEPTH_BINS:
+                raise ConfigError(
+                    f"depth bins {self.depth_start:g}..{self.depth_stop:g} m every "
+                    f"{self.depth_step:g} m are {bins}; at most {MAX_DEPTH_BINS} are allowed"
+                )
+            fh, fw = (side // self.downsample for side in self.input_size)
+            points = len(names) * bins * fh * fw
+            if points > MAX_LIFT_POINTS:
+                raise ConfigError(
+                    f"{len(names)} cameras x {bins} depth bins x {fh}x{fw} features are "
+                    f"{points} lifted points; at most {MAX_LIFT_POINTS} are allowed"
+                )
 
     @property
     def num_depth_bins(self) -> int:

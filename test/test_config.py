@@ -48,6 +48,20 @@ def test_yaml_round_trip_with_a_base_preset(tmp_path: Path) -> None:
         ({"base": "tiny", "grid": {"voxel": 1}}, "unknown grid config keys"),
         ({"base": "tiny", "downsample": 8}, "do not fit downsample 8"),
         ({"base": "tiny", "backbone_out_indices": [3, 2]}, "increasing"),
+        # bounds and types, checked before any arithmetic (a weights file embeds this mapping)
+        ({"base": "tiny", "neck_channels": 65536}, r"neck_channels must be in \[1, 4096\]"),
+        ({"base": "tiny", "neck_channels": "128"}, "neck_channels must be an integer"),
+        ({"base": "tiny", "head_channels": 16.0}, "head_channels must be an integer"),
+        ({"base": "tiny", "depth_step": float("nan")}, "depth_step must be a finite number"),
+        ({"base": "tiny", "depth_stop": 1e6}, r"depth_stop must be in \[0, 1000\]"),
+        ({"base": "tiny", "grid": {"voxel_size": 0}}, "voxel_size must be in"),
+        ({"base": "tiny", "grid": {"x_max": float("inf")}}, "x_max must be a finite number"),
+        ({"base": "tiny", "grid": {"voxel_size": 0.01}}, "voxels; at most 2048"),
+        ({"base": "tiny", "camera_names": ["A", "A"]}, "distinct"),
+        ({"base": "tiny", "stereo": "yes"}, "stereo must be true or false"),
+        ({"base": "tiny", "depth_net": "magic"}, "depth_net must be one of"),
+        ({"base": "tiny", "bev_num_layers": [1, 1, 99]}, r"bev_num_layers\[2\] must be in"),
+        ({"base": "tiny", "input_size": [2048, 4096], "depth_step": 0.1}, "lifted points"),
     ],
 )
 def test_bad_model_configs_are_refused_with_a_reason(data: dict[str, object], match: str) -> None:

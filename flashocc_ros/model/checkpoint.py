@@ -5,15 +5,23 @@ Never executes pickled code: `torch.load(weights_only=True)` first; if the conta
 objects that it refuses (mmcv `meta`/`optimizer` entries), a restricted unpickler turns every
 non-whitelisted global into an inert placeholder and only tensors are kept. Our own format is
 safetensors with the ModelConfig embedded as JSON metadata (`save_flashocc` / `load_flashocc`).
+
+Loading our format checks before anything large is allocated: the embedded config's values
+against the bounds of `flashocc_ros.config`, the memory the model it describes would take
+(counted on PyTorch's meta device, limit MAX_MODEL_BYTES), then every tensor's name, shape and
+dtype in the file's header against that model; only then are tensors read. A header whose dtype
+was relabelled (F32 data called I32, say) is refused, never loaded as other numbers. Files are
+written atomically (`flashocc_ros.safe_io`).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import pickle
 import types
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +29,19 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from flashocc_ros.config import ModelConfig, model_config_from_dict
 from flashocc_ros.model.flashocc import FlashOCC, build_model
+from flashocc_ros.safe_io import atomic_output
 
 FORMAT_NAME = "flashocc_ros"
 FORMAT_VERSION = "1"
 _SHOW = 5  # keys named per category in error messages
+#: The most memory (parameters and buffers) the model described by a weights file's embedded
+#: config may take; counted on the meta device before anything is allocated. The largest
+#: official model (M2, ResNet-50) takes about 0.2 GB.
+MAX_MODEL_BYTES = 4 * 2**30
 
 
 class CheckpointError(ValueError):
@@ -110,7 +124,7 @@ def read_checkpoint(path: str | Path) -> Any:
     except Exception as err:
         raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
     try:
-        return torch.load(
+        container = torch.load(
             path,
             map_location="cpu",
             weights_only=False,  # safe: the pickle module below resolves no arbitrary global
@@ -118,6 +132,12 @@ def read_checkpoint(path: str | Path) -> Any:
         )
     except Exception as err:
         raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+    if isinstance(container, InertObject):
+        raise CheckpointError(
+            f"{path} is a pickle that holds no checkpoint: it holds a call to "
+            f"{container.qualname} (not run)"
+        )
+    return container
 
 
 # --- translation ---------------------------------------------------------------------------------
@@ -154,17 +174,19 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> None
         for k, v in state_dict.items()
         if k in own and tuple(v.shape) != tuple(own[k].shape)
     ]
+    _raise_mismatch(
+        "state_dict does not match the model",
+        (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped)),
+    )
+
+
+def _raise_mismatch(what: str, found: Sequence[tuple[str, list[str]]]) -> None:
+    """CheckpointError 'WHAT: 2 missing (e.g. a, b); 1 mis-shaped (...)' unless all are empty."""
     parts = [
-        f"{len(keys)} {label} (e.g. {', '.join(keys[:_SHOW])})"
-        for label, keys in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("mis-shaped", shaped),
-        )
-        if keys
+        f"{len(keys)} {label} (e.g. {', '.join(keys[:_SHOW])})" for label, keys in found if keys
     ]
     if parts:
-        raise CheckpointError("state_dict does not match the model: " + "; ".join(parts))
+        raise CheckpointError(f"{what}: " + "; ".join(parts))
 
 
 def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> None:
@@ -177,9 +199,15 @@ def load_checkpoint_into(model: nn.Module, path: str | Path) -> nn.Module:
     """Load an official `.pth`/`.pt` or our `.safetensors` file strictly into `model`."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        state, _ = _read_safetensors(path)
+        header, _ = _read_header(path)
+        check_header(path, header, model.state_dict())
+        state = _read_tensors(path)
     else:
-        state = translate_state_dict(extract_state_dict(read_checkpoint(path)))
+        container = read_checkpoint(path)
+        try:
+            state = translate_state_dict(extract_state_dict(container))
+        except CheckpointError as err:
+            raise CheckpointError(f"{path} is a pickle that holds no checkpoint: {err}") from err
     load_state_dict_strict(model, state)
     return model
 
@@ -223,7 +251,8 @@ def save_flashocc(
         "model_config": json.dumps(cfg.to_dict()),
         "weights": "int8 per-channel (weight-only)" if weight_bits == 8 else "float32",
     }
-    save_file(tensors, str(path), metadata=meta)
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def _dequantize(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -244,34 +273,147 @@ def _dequantize(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+_HeaderEntry = tuple[str, tuple[int, ...]]  # (safetensors dtype name, shape)
+#: What our format stores for each torch dtype a model's state_dict holds.
+_STORED_AS = {torch.float32: "F32", torch.int64: "I64", torch.float16: "F16"}
+_STORED_AS.update(
+    {torch.bfloat16: "BF16", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
+)
+
+
+def _read_header(path: Path) -> tuple[dict[str, _HeaderEntry], dict[str, str]]:
+    """{name: (dtype, shape)} and the metadata of a safetensors file; no tensor data is read."""
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta: dict[str, str] = f.metadata() or {}
+            header = {}
+            for k in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+                sl = f.get_slice(k)
+                header[k] = (str(sl.get_dtype()), tuple(int(n) for n in sl.get_shape()))
+    except Exception as err:
+        raise CheckpointError(f"cannot read safetensors file {path}: {err}") from err
+    return header, meta
+
+
+def _read_tensors(path: Path) -> dict[str, Tensor]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except Exception as err:
         raise CheckpointError(f"cannot read safetensors file {path}: {err}") from err
-    return _dequantize(tensors), meta
+    return _dequantize(tensors)
+
+
+def check_header(
+    path: Path, header: Mapping[str, _HeaderEntry], own: Mapping[str, Tensor]
+) -> None:
+    """CheckpointError unless the file's header holds exactly what `save_flashocc` writes for
+    the tensors `own` (a state_dict, real or on the meta device): each name with its shape and
+    dtype, or its int8 `.q8` weight and float32 `.q8_scale` pair. Reads no tensor data."""
+    missing: list[str] = []
+    shaped: list[str] = []
+    typed: list[str] = []
+    seen: set[str] = set()
+
+    def entry(name: str, dtype: str, shape: tuple[int, ...]) -> None:
+        seen.add(name)
+        got_dtype, got_shape = header[name]
+        if got_shape != shape:
+            shaped.append(f"{name}: file {got_shape} vs model {shape}")
+        elif got_dtype != dtype:
+            typed.append(f"{name}: file says {got_dtype}, the format stores {dtype}")
+
+    for k, v in own.items():
+        shape = tuple(v.shape)
+        if k in header:
+            entry(k, _STORED_AS.get(v.dtype, str(v.dtype)), shape)
+        elif k + _Q8 in header and v.is_floating_point() and shape:
+            entry(k + _Q8, "I8", shape)
+            if k + _Q8_SCALE in header:
+                entry(k + _Q8_SCALE, "F32", shape[:1])
+            else:
+                missing.append(k + _Q8_SCALE)
+        else:
+            missing.append(k)
+    unexpected = [k for k in header if k not in seen]
+    _raise_mismatch(
+        f"{path} does not hold the tensors of its model",
+        (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("mis-shaped", shaped),
+            ("with another dtype (header relabelled or file corrupt)", typed),
+        ),
+    )
+
+
+class _ParametersOnMeta(TorchFunctionMode):
+    """Within the block, the factories that layers create their parameters and buffers with
+    (`empty`, `zeros`, `ones`, ...) make meta tensors, so building a model allocates nothing.
+    Not `with torch.device("meta")`: that also sends the frustum's `arange` to the meta device,
+    whose first call imports torch._refs (about 3 s); the frustum is small and stays real."""
+
+    _FACTORIES = frozenset(
+        {torch.empty, torch.empty_strided, torch.zeros, torch.ones, torch.full}
+        | {torch.rand, torch.randn, torch.randint}
+    )
+
+    def __torch_function__(
+        self,
+        func: Any,
+        types: Any,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = dict(kwargs or {})
+        if func in self._FACTORIES and kwargs.get("device") is None:
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
+def _skeleton(cfg: ModelConfig, path: Path) -> FlashOCC:
+    """The model `cfg` describes with its parameters on the meta device (nothing large is
+    allocated); CheckpointError when it would take more than MAX_MODEL_BYTES."""
+    try:
+        with _ParametersOnMeta():
+            skeleton = build_model(cfg)
+    except (ValueError, RuntimeError) as err:  # a combination the network cannot build
+        raise CheckpointError(f"{path}: invalid embedded model_config: {err}") from err
+    tensors = itertools.chain(skeleton.parameters(), skeleton.buffers())
+    size = sum(t.numel() * t.element_size() for t in tensors)
+    if size > MAX_MODEL_BYTES:
+        raise CheckpointError(
+            f"{path}: its model_config ({cfg.name}) describes a model of {size / 2**30:.1f} GiB; "
+            f"at most {MAX_MODEL_BYTES / 2**30:.0f} GiB are loaded"
+        )
+    return skeleton
 
 
 def load_flashocc(path: str | Path, device: str = "cpu") -> tuple[FlashOCC, ModelConfig]:
-    """Read our safetensors file -> (model in eval mode, its ModelConfig)."""
+    """Read our safetensors file -> (model in eval mode, its ModelConfig).
+
+    Order: header and config (bounds-checked), the model's size on the meta device, the header
+    against that model, then the tensors and the real model."""
     path = Path(path)
-    tensors, meta = _read_safetensors(path)
+    header, meta = _read_header(path)
     if meta.get("format") != FORMAT_NAME or "model_config" not in meta:
         raise CheckpointError(f"{path} is not a {FORMAT_NAME} weights file (no model_config)")
     try:
         cfg = model_config_from_dict(json.loads(meta["model_config"]))
     except (ValueError, TypeError) as err:
         raise CheckpointError(f"{path}: invalid embedded model_config: {err}") from err
+    check_header(path, header, _skeleton(cfg, path).state_dict())
+    tensors = _read_tensors(path)
     model = build_model(cfg)
     load_state_dict_strict(model, tensors)
     return model.to(device).eval(), cfg
 
 
 __all__ = [
+    "MAX_MODEL_BYTES",
     "CheckpointError",
     "build_model",
+    "check_header",
     "check_state_dict",
     "extract_state_dict",
     "load_checkpoint_into",

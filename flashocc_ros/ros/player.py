@@ -5,6 +5,10 @@ Messages are published as the serialised bytes stored in the bag (no decode/enco
 recorded time spacing scaled by `rate`, optionally looped, optionally driving `/clock` for
 nodes with `use_sim_time`. Topics recorded as transient-local (e.g. `/tf_static`) are
 re-published latched. On a vehicle, `ros2 bag play` does the same job.
+
+`flashocc_play` ends cleanly on SIGINT and SIGTERM (exit 0, no traceback): a signal stops the
+playback at the next message; exit 2 for a missing or unreadable bag, 3 when `--wait-for` timed
+out.
 """
 
 from __future__ import annotations
@@ -26,8 +30,11 @@ from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.publisher import Publisher
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from rosbags.interfaces import ConnectionExtRosbag2, QosDurability
-from rosbags.rosbag2 import Reader
+from rosbags.rosbag2 import Reader, ReaderError
+
+from flashocc_ros.ros.stop_signals import StopSignals
 
 LOG = logging.getLogger(__name__)
 #: Seconds to wait after our publishers matched their subscribers, for the readers' side of
@@ -114,7 +121,7 @@ class BagPlayer:
     def play(self, wait_for: list[str] | None = None, wait_timeout_s: float = 60.0) -> PlayStats:
         """Publish the bag (once, or until `stop()` with loop). `wait_for`: topics that must
         have a matched subscriber first; TimeoutError when they have none after
-        `wait_timeout_s`."""
+        `wait_timeout_s` (none when `stop()` came first)."""
         with Reader(self.bag) as reader:
             wanted = self.topics
             conns = [c for c in reader.connections if wanted is None or c.topic in wanted]
@@ -137,6 +144,8 @@ class BagPlayer:
                 pubs[conn.id] = self.node.create_publisher(cls, conn.topic, qos)
             by_topic = {c.topic: pubs[c.id] for c in conns if c.id in pubs}
             if wait_for and not self.wait_for_subscribers(wait_for, wait_timeout_s, by_topic):
+                if self._stop.is_set():
+                    return self.stats
                 raise TimeoutError(f"no subscriber on {wait_for} after {wait_timeout_s:.0f} s")
             while not self._stop.is_set():
                 self._play_once(reader, [c for c in conns if c.id in pubs], pubs)
@@ -200,27 +209,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-timeout", type=float, default=60.0, help="seconds, for --wait-for")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    rclpy.init()
+    with StopSignals() as stop:
+        return _play(args, stop)
+
+
+def _play(args: argparse.Namespace, stop: StopSignals) -> int:
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = Node("flashocc_player")
     try:
         player = BagPlayer(
             node, args.bag, rate=args.rate, loop=args.loop, clock=args.clock, topics=args.topics
         )
-        try:
-            stats = player.play(args.wait_for, args.wait_timeout)
-        except TimeoutError as err:
-            LOG.error("flashocc_play: %s", err)
-            return 3
-    except (FileNotFoundError, ValueError) as err:
+        stop.add(player.stop)
+        stats = player.play(args.wait_for, args.wait_timeout)
+    except TimeoutError as err:
         LOG.error("flashocc_play: %s", err)
+        return 3
+    except (FileNotFoundError, ValueError, ReaderError) as err:
+        LOG.error("flashocc_play: cannot play %s: %s", args.bag, err)
         return 2
-    except KeyboardInterrupt:
-        return 0
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
     total = sum(stats.published.values())
-    LOG.info("published %d messages on %d topics", total, len(stats.published))
+    how = f" (stopped by {stop.received})" if stop.received else ""
+    LOG.info("published %d messages on %d topics%s", total, len(stats.published), how)
     for topic, reason in stats.skipped_topics.items():
         LOG.info("skipped %s (%s)", topic, reason)
     return 0

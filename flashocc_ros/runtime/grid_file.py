@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from flashocc_ros.runtime.pipeline import OccupancyResult
+from flashocc_ros.safe_io import save_npz
 
 
 def result_arrays(result: OccupancyResult) -> dict[str, np.ndarray]:
@@ -38,5 +39,6 @@ def grid_path(folder: Path, stamp_ns: int) -> Path:
 
 
 def write_grid(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write one grid's arrays (compressed npz)."""
-    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+    """Write one grid's arrays (compressed npz), atomically: a crash or a full disk leaves the
+    whole file or none."""
+    save_npz(path, arrays)

@@ -4,6 +4,10 @@ In: nothing (seeded). Out: out/demo/ with the bag, recorded grids, pictures and 
 Steps: generate unseen synthetic scenes (dataset folder + rosbag2) -> start the node with the
 demo weights -> replay the bag into it over DDS -> record its occupancy -> Occ3D mIoU against the
 bag's ground truth -> BEV / 3D / camera-overlay pictures of prediction vs ground truth.
+
+`--out` is emptied only when the demo made it: a folder it creates gets a marker file
+(`.flashocc-demo`), and a later run deletes only the demo's own entries from a marked folder.
+Any other existing, non-empty folder is refused with one line unless `--force` is given.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import statistics
 import subprocess
 import sys
@@ -21,11 +26,56 @@ import numpy as np
 
 from flashocc_ros.eval.metrics import MiouMetric, RangeMiou
 from flashocc_ros.runtime.factory import DEMO_WEIGHTS
+from flashocc_ros.safe_io import disk_error_line, write_text
 from flashocc_ros.world.dataset import WorldDataset
 
 LOG = logging.getLogger("demo")
 #: Held-out world seed: scenes 900000+ are never used for training (train: 1, val: 2).
 DEMO_SEED = 900
+#: Written into a folder the demo creates: proves to a later run that the folder is its own.
+MARKER = ".flashocc-demo"
+#: The entries the demo writes into --out; a later run removes only these from a marked folder.
+OUTPUTS = frozenset({"data", "bag", "live", "pictures", "report.txt", MARKER})
+
+
+class OutError(ValueError):
+    """--out cannot be used without deleting something the demo did not write."""
+
+
+def prepare_out(out: Path, force: bool) -> None:
+    """Make `out` an empty folder that carries the demo's marker.
+
+    Deletes only the demo's own previous output (the entries in OUTPUTS of a marked folder),
+    or, with `force`, the whole folder. Raises OutError (one line) for anything else.
+    """
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise OutError(f"--out {out} exists and is not a folder; choose another --out")
+    if out.is_dir():
+        entries = sorted(p.name for p in out.iterdir())
+        marked = (out / MARKER).is_file()
+        foreign = [e for e in entries if not marked or e not in OUTPUTS]
+        if foreign and not force:
+            why = (
+                f"holds files the demo did not write ({', '.join(foreign[:3])})"
+                if marked
+                else f"was not made by the demo (no {MARKER} marker in it)"
+            )
+            raise OutError(
+                f"--out {out} {why}; choose another --out, or pass --force to delete the folder "
+                "and everything in it"
+            )
+        if force and foreign:
+            LOG.warning("demo: --force: deleting %s and everything in it", out)
+            shutil.rmtree(out)
+        else:
+            for name in entries:  # the demo's own output of an earlier run
+                path = out / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by flashocc-demo: a later demo run may empty this folder\n")
 
 
 def _run(cmd: list[str], what: str) -> None:
@@ -45,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=0.2, help="bag playback speed factor")
     parser.add_argument("--weights", default="", help="weights (default: shipped demo weights)")
     parser.add_argument("--model-config", default="demo")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="delete --out and everything in it even when the demo did not make it",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     secs = 60 + args.keyframes * (3 + 1 / (2 * args.rate))
@@ -57,11 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         LOG.error("demo: the shipped demo weights %s are missing", DEMO_WEIGHTS)
         return 2
     out = args.out
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    try:
+        prepare_out(out, args.force)
+    except OutError as err:
+        LOG.error("demo: %s", err)
+        return 2
+    except OSError as err:
+        LOG.error("demo: %s", disk_error_line(err, out))
+        return 2
     t0 = time.monotonic()
     _run(
         [
@@ -160,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         f"recorded grids: {out / 'live' / 'npz'}    node log: {out / 'live' / 'node.log'}",
     ]
     report = "\n".join(lines)
-    (out / "report.txt").write_text(report + "\n")
+    write_text(out / "report.txt", report + "\n")
     sys.stdout.write(report + "\n")
     return 0
 

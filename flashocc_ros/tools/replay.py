@@ -28,6 +28,7 @@ from flashocc_ros.node_config import (
 )
 from flashocc_ros.runtime.bag_replay import OfflineReplay, RecordingError, ReplayStats
 from flashocc_ros.runtime.grid_file import grid_path, result_arrays, write_grid
+from flashocc_ros.safe_io import OutputExistsError, disk_error_line
 
 __all__ = ["OfflineReplay", "ReplayStats", "main"]
 LOG = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model-config", help="shortcut for --param model_config=...")
     parser.add_argument("--weights", help="shortcut for --param weights=...")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace .npz files already in --out"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -106,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         params, topics = settings(args)
         if not args.bag.exists():
             raise ConfigError(f"recording not found: {args.bag}")
+        old = sorted(args.out.glob("*.npz")) if args.out.is_dir() and not args.overwrite else []
+        if old:
+            raise OutputExistsError(
+                f"--out {args.out} already holds {len(old)} .npz files (e.g. {old[0].name}); "
+                "pass --overwrite to replace them, or choose another --out"
+            )
         pipeline = create_pipeline(params)
     except (ConfigError, BackendError, OSError) as err:
         LOG.error("flashocc-replay: %s", err)
@@ -115,14 +125,26 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        LOG.error("flashocc-replay: %s", disk_error_line(err, args.out))
+        return 1
+    written = 0
+    try:
         with _progress(args.bag, args.quiet) as bar:
             for result in replay.run(args.bag, progress=bar):
-                write_grid(grid_path(args.out, result.stamp_ns), result_arrays(result))
+                target = grid_path(args.out, result.stamp_ns)
+                try:  # the whole file or none (atomic)
+                    write_grid(target, result_arrays(result))
+                except OSError as err:
+                    LOG.error(
+                        "flashocc-replay: %s; the %d grids written before it are complete",
+                        disk_error_line(err, target),
+                        written,
+                    )
+                    return 1
+                written += 1
     except RecordingError as err:
         LOG.error("flashocc-replay: %s", err)
-        return 1
-    except OSError as err:
-        LOG.error("flashocc-replay: cannot write to %s: %s", args.out, err)
         return 1
     stats = replay.stats
     LOG.info(

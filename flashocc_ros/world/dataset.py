@@ -1,10 +1,14 @@
 """nuScenes-like dataset folder of the synthetic world: writer and reader (no ROS needed).
 In: rendered frames + keyframe labels (writer) or a folder path (reader).
 Out: the folder of docs/dataset_format.md, or `Sample`s with images, calibration and labels.
+
+Every file is written atomically (`flashocc_ros.safe_io`): a crash or a full disk leaves whole
+files only, and the index (world.json, written last and fsynced) never half a one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +19,7 @@ import numpy as np
 
 from flashocc_ros.config import GridConfig
 from flashocc_ros.rig import CameraRig, rig_from_dict
+from flashocc_ros.safe_io import save_npz, write_bytes, write_text
 from flashocc_ros.world.ground_truth import OccupancyLabels
 
 FORMAT_VERSION = 1
@@ -121,9 +126,7 @@ class DatasetWriter:
             self.rig.names, stamps_ns, ego_poses, images, strict=True
         ):
             rel = Path(sub) / cam / f"{scene['name']}__{cam}__{stamp}.{self.ext}"
-            (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
-            if not cv2.imwrite(str(self.root / rel), img):
-                raise DatasetError(f"cannot write {self.root / rel}")
+            self._write_image(rel, img)
             entry = {
                 "camera": cam,
                 "stamp_ns": stamp,
@@ -144,16 +147,25 @@ class DatasetWriter:
     def _write_map(self, kind: str, scene: str, cam: str, stamp: int, image: np.ndarray) -> str:
         """A per-pixel map as <kind>/<cam>/<scene>__<cam>__<stamp>.png (uint16 or uint8)."""
         rel = Path(kind) / cam / f"{scene}__{cam}__{stamp}.png"
-        (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
         dtype = np.uint8 if kind == "classes" else np.uint16
-        if not cv2.imwrite(str(self.root / rel), image.astype(dtype)):
-            raise DatasetError(f"cannot write {self.root / rel}")
+        self._write_image(rel, image.astype(dtype))
         return rel.as_posix()
 
+    def _write_image(self, rel: Path, image: np.ndarray) -> None:
+        """Encode `image` by the file suffix of `rel` and write it under the root, atomically
+        (not fsynced: until the index is written the folder is no dataset anyway)."""
+        ok, encoded = cv2.imencode(rel.suffix, image)
+        if not ok:
+            raise DatasetError(f"cannot encode {self.root / rel}")
+        (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(self.root / rel, encoded.tobytes(), durable=False)
+
     def add_labels(self, token: str, labels: OccupancyLabels) -> None:
+        """labels.npz of a keyframe (the arrays `OccupancyLabels.save` writes), atomically."""
         path = self.root / "gts" / self._scenes[-1]["name"] / token / "labels.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
-        labels.save(path)
+        arrays = {f.name: getattr(labels, f.name) for f in dataclasses.fields(labels)}
+        save_npz(path, arrays, durable=False)
 
     def close(self) -> None:
         g = self.grid
@@ -172,7 +184,7 @@ class DatasetWriter:
             "rig": self.rig.to_dict(),
             "scenes": self._scenes,
         }
-        (self.root / INDEX_FILE).write_text(json.dumps(index, indent=1))
+        write_text(self.root / INDEX_FILE, json.dumps(index, indent=1))
 
 
 class WorldDataset:
