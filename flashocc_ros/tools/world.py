@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from flashocc_ros.classes import FREE_LABEL
 from flashocc_ros.config import ConfigError, GridConfig
 from flashocc_ros.eval import visualize as vis
 from flashocc_ros.eval.metrics import MiouMetric, RangeMiou
@@ -159,37 +160,59 @@ def _render(a: argparse.Namespace) -> None:
 def render_pictures(
     ds: WorldDataset, index: int, pred: np.ndarray | None, out: Path
 ) -> list[Path]:
-    """BEV map, 3D voxel view and camera overlays of keyframe `index` (GT vs prediction)."""
+    """BEV map, 3D voxel view and camera overlays of keyframe `index` (GT vs prediction), each
+    with a class legend and a title bar (keyframe, stamp and, with a prediction, its mIoU)."""
     sample = ds.sample(index)
     assert sample.labels is not None
     sem, mask = sample.labels.semantics, sample.labels.mask_camera
+    grids = [sem] + ([pred] if pred is not None else [])
+    miou = None
+    if pred is not None:
+        metric = MiouMetric()
+        metric.add(pred, sem, mask)
+        miou = metric.result().miou
+    title = picture_title(sample.token, sample.stamp_ns, miou)
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    notes: Sequence[str]
     for step in tqdm(["bev", "voxels", "cameras"], desc="render", unit="picture"):
-        grids = [sem] + ([pred] if pred is not None else [])
-        pics = []
-        for g in grids:
-            if step == "bev":
-                pics.append(vis.bev_image(g, mask=mask))
-            elif step == "voxels":
-                pics.append(vis.voxel_view(g, mask=mask))
-            else:
-                over = [
-                    vis.camera_overlay(img, g, k, s2k, ds.grid)
-                    for img, k, s2k in zip(sample.images, sample.intrinsics,
-                                           sample.sensor_to_keyego, strict=True)
-                ]  # fmt: skip
-                pics.append(vis.camera_mosaic(over))
+        if step == "cameras":
+            pics = [
+                vis.camera_mosaic(
+                    [
+                        vis.camera_overlay(img, g, k, s2k, ds.grid)
+                        for img, k, s2k in zip(sample.images, sample.intrinsics,
+                                               sample.sensor_to_keyego, strict=True)
+                    ],
+                    names=ds.rig.names,
+                )
+                for g in grids
+            ]  # fmt: skip
+            labels, notes = vis.present_labels(grids), ()
+        else:
+            draw = vis.bev_image if step == "bev" else vis.voxel_view
+            pics = [draw(g, mask=mask, grid=ds.grid) for g in grids]
+            labels = [*vis.present_labels(grids, mask), FREE_LABEL]
+            notes = vis.BEV_NOTES if step == "bev" else vis.VOXEL_NOTES
         pic = (
             pics[0]
             if len(pics) == 1
             else vis.side_by_side(pics[0], pics[1], ("ground truth", "prediction"))
         )
+        pic = vis.titled(vis.with_legend(pic, labels, notes), title)
         path = out / f"{sample.token}_{step}.png"
         cv2.imwrite(str(path), pic)
         log.info("wrote %s", path)
         written.append(path)
     return written
+
+
+def picture_title(token: str, stamp_ns: int, miou: float | None) -> str:
+    """Title of a keyframe's pictures: token, stamp in s (ROS sec.nanosec) and the frame mIoU."""
+    title = f"{token}   stamp {stamp_ns // 10**9}.{stamp_ns % 10**9:09d} s"
+    if miou is not None:
+        title += f"   mIoU {100 * miou:.1f} % (this frame, Occ3D classes 0-16, camera mask)"
+    return title
 
 
 def main(argv: Sequence[str] | None = None) -> int:
