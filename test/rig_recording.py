@@ -30,7 +30,6 @@ from flashocc_ros.model.checkpoint import save_flashocc
 from flashocc_ros.model.flashocc import build_model
 from flashocc_ros.msgdefs import flashocc_typestore
 from flashocc_ros.rig import nuscenes_like_rig
-from flashocc_ros.runtime.pipeline import OccupancyResult
 from flashocc_ros.sensing.tf_buffer import matrix_to_quaternion
 from flashocc_ros.world.bag import DEFAULT_QOS, TF_STATIC_QOS
 
@@ -221,22 +220,27 @@ def assert_pose_close(got: np.ndarray, want: np.ndarray, what: str) -> None:
     assert err_t <= 5 * MM and err_r <= 0.05 * DEG, f"{what}: {err_t * 1e3:.2f} mm, {err_r}"
 
 
-def check_results(rec: RigRecording, results: dict[int, OccupancyResult]) -> None:
-    """Every grid from its cycle's own frames with the poses /tf gives; every complete cycle
-    has a grid."""
+def check_results(rec: RigRecording, grids: dict[int, dict[str, np.ndarray]]) -> None:
+    """Every grid (stamp -> its grid-file arrays, `runtime.grid_file`) from its cycle's own
+    frames with the poses /tf gives; every complete cycle has a grid."""
     complete = rec.complete_cycles()
     by_key = {stamps[0]: stamps for stamps in complete.values()}
-    assert set(results) == set(by_key), (sorted(results), sorted(by_key))
+    assert set(grids) == set(by_key), (sorted(grids), sorted(by_key))
     samples = rec.tf_samples()
     static = {c.name: c.camera_to_base for c in rec.rig.cameras}
-    for stamp, r in results.items():
-        assert r.camera_stamps_ns == by_key[stamp]
-        assert r.ego_pose is not None and r.camera_poses is not None
+    for stamp, g in grids.items():
+        assert tuple(g["camera_stamps_ns"]) == by_key[stamp]
         key = reference_pose(samples, stamp)
-        assert_pose_close(r.ego_pose, key, f"ego pose {stamp}")
-        for i, (name, cam_stamp) in enumerate(zip(r.camera_names, by_key[stamp], strict=True)):
-            want = np.linalg.inv(key) @ reference_pose(samples, cam_stamp) @ static[name]
-            assert_pose_close(r.camera_poses[i], want, f"{name} at {stamp}")
+        assert_pose_close(g["ego_pose"], key, f"ego pose {stamp}")
+        names, poses = g["camera_names"], g["camera_poses"]
+        for i, (name, cam_stamp) in enumerate(zip(names, by_key[stamp], strict=True)):
+            want = np.linalg.inv(key) @ reference_pose(samples, cam_stamp) @ static[str(name)]
+            assert_pose_close(poses[i], want, f"{name} at {stamp}")
+
+
+def load_grids(folder: Path) -> dict[int, dict[str, np.ndarray]]:
+    """stamp -> arrays of every <stamp>.npz grid file in `folder`."""
+    return {int(p.stem): dict(np.load(p)) for p in folder.glob("*.npz")}
 
 
 def write_test_weights(path: Path) -> None:

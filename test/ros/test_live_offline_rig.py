@@ -13,13 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rig_recording import check_results, write_rig_recording, write_test_weights
+from rig_recording import check_results, load_grids, write_rig_recording, write_test_weights
 
 from flashocc_ros.camera_topics import camera_topics_yaml
-from flashocc_ros.node_config import node_config_from_mapping
-from flashocc_ros.runtime.bag_replay import OfflineReplay
-from flashocc_ros.runtime.factory import create_pipeline
-from flashocc_ros.runtime.pipeline import OccupancyResult
 
 # Several OS processes over DDS on a loaded 2-core machine: rerun a failure up to twice.
 pytestmark = [pytest.mark.ros, pytest.mark.flaky(reruns=2)]
@@ -35,11 +31,15 @@ def test_live_grids_equal_offline_grids_on_a_staggered_rig(
     write_test_weights(weights)
     params = {"model_config": "tiny", "weights": str(weights)}
 
-    offline_params = node_config_from_mapping(params)
-    replay = OfflineReplay(
-        offline_params, create_pipeline(offline_params), rec.topics, explicit_topics=True
-    )
-    offline = {r.stamp_ns: r for r in replay.run(tmp_path / "bag")}
+    # Offline: the user's command, in its own process like the node (same torch settings).
+    replay = [
+        sys.executable, "-m", "flashocc_ros.tools.replay", str(tmp_path / "bag"),
+        "--out", str(tmp_path / "offline"), "--cameras", str(cams), "--quiet",
+    ]  # fmt: skip
+    replay += [f"--param={k}={json.dumps(v)}" for k, v in params.items()]
+    done = subprocess.run(replay, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr
+    offline = load_grids(tmp_path / "offline")
     check_results(rec, offline)
 
     out = tmp_path / "live"
@@ -52,15 +52,15 @@ def test_live_grids_equal_offline_grids_on_a_staggered_rig(
     proc = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=400)
     node_log = (out / "node.log").read_text() if (out / "node.log").exists() else ""
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\nnode:\n{node_log}"
-    live = {int(p.stem): dict(np.load(p)) for p in (out / "npz").glob("*.npz")}
+    live = load_grids(out / "npz")
 
     # >= 90 % of the complete six-camera sets give a grid live (the rest superseded under load)
     assert len(live) >= 0.9 * len(offline), (sorted(live), sorted(offline), node_log)
     assert set(live) <= set(offline)
     for stamp, arrays in live.items():
-        r: OccupancyResult = offline[stamp]
-        np.testing.assert_array_equal(arrays["semantics"], r.labels, err_msg=str(stamp))
-        assert tuple(arrays["camera_names"]) == r.camera_names
-        np.testing.assert_array_equal(arrays["camera_stamps_ns"], r.camera_stamps_ns)
-        np.testing.assert_allclose(arrays["ego_pose"], r.ego_pose, atol=1e-9)
-        np.testing.assert_allclose(arrays["camera_poses"], r.camera_poses, atol=1e-9)
+        want = offline[stamp]
+        assert list(arrays["camera_names"]) == list(want["camera_names"])
+        np.testing.assert_array_equal(arrays["camera_stamps_ns"], want["camera_stamps_ns"])
+        np.testing.assert_allclose(arrays["ego_pose"], want["ego_pose"], atol=1e-9)
+        np.testing.assert_allclose(arrays["camera_poses"], want["camera_poses"], atol=1e-9)
+        np.testing.assert_array_equal(arrays["semantics"], want["semantics"], err_msg=str(stamp))
