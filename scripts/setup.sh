@@ -59,9 +59,20 @@ REQ_HASH="$(hash_of "${REQ_FILES[@]}")"
 # installed but not selected).
 python_version() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true; }
 VENV_PYVER="$(python_version "$VENV/bin/python")"
+check_version() { # check_version PY VERSION: only interpreters the ROS 2 wheels exist for
+    case "$2" in
+        3.11 | 3.12) ;;
+        3.10) fail "$1 is Python 3.10: the self-contained install needs CPython 3.11 or 3.12 (the \
+ROS 2 Jazzy wheels and onnxruntime 1.32 / pillow 13 exist for 3.11+ only). Use PYTHON=python3.12 \
+(Ubuntu 24.04's, Jazzy's platform) or python3.11" ;;
+        *) fail "$1 is Python $2; the self-contained install needs CPython 3.11 or 3.12 (set \
+PYTHON=python3.12 or python3.11)" ;;
+    esac
+}
 if [[ -n "${PYTHON:-}" ]]; then
     WANTED_PYVER="$(python_version "$PYTHON")"
     [[ -n "$WANTED_PYVER" ]] || fail "PYTHON=$PYTHON does not run"
+    check_version "$PYTHON" "$WANTED_PYVER"
 fi
 if [[ -n "${PYTHON:-}" && -n "$VENV_PYVER" && "$WANTED_PYVER" != "$VENV_PYVER" ]]; then
     log "venv: $VENV is Python $VENV_PYVER, PYTHON=$PYTHON is not: recreating it"
@@ -87,14 +98,7 @@ else
     fi
     PYVER="$(python_version "$PY")"
     [[ -n "$PYVER" ]] || fail "$PY does not run"
-    case "$PYVER" in
-        3.11 | 3.12) ;;
-        3.10) fail "$PY is Python 3.10: the self-contained install needs CPython 3.11 or 3.12 (the \
-ROS 2 Jazzy wheels and onnxruntime 1.32 / pillow 13 exist for 3.11+ only). Use PYTHON=python3.12 \
-(Ubuntu 24.04's, Jazzy's platform) or python3.11" ;;
-        *) fail "$PY is Python $PYVER; the self-contained install needs CPython 3.11 or 3.12 (set \
-PYTHON=python3.12 or python3.11)" ;;
-    esac
+    check_version "$PY" "$PYVER"
     if [[ -z "$VENV_PYVER" ]]; then
         log "venv: creating $VENV with $PY ($PYVER)"
         "$PY" -m venv "$VENV" || fail "python -m venv failed (Debian: apt-get install python3-venv)"
