@@ -10,6 +10,8 @@ cameras to compressed Autoware-style topics, and the player's topics are remappe
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -83,6 +85,7 @@ def _write_user_files(work: Path) -> tuple[Path, Path, Path]:
 
 def generate_test_description() -> Any:
     work = Path(tempfile.mkdtemp(prefix="flashocc_launch_"))
+    atexit.register(shutil.rmtree, work, True)  # launch_test has no fixture to do it
     params, cameras, bag = _write_user_files(work)
     names = [c.name for c in user_cameras()]
     bag_topics = default_camera_topics(names, names)  # what the bag was recorded on

@@ -9,6 +9,8 @@ seen a grid.
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,6 +44,7 @@ def _bag_stamps(bag: Path) -> set[int]:
 
 def generate_test_description() -> Any:
     work = Path(tempfile.mkdtemp(prefix="flashocc_replay_"))
+    atexit.register(shutil.rmtree, work, True)  # launch_test has no fixture to do it
     params = work / "my.param.yaml"
     params.write_text(yaml.safe_dump({"/**": {"ros__parameters": PARAMETERS}}))
     bag = work / "bag"
