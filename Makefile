@@ -1,5 +1,7 @@
 # Two commands for users: `make demo` and `make test`. Both run the setup first (idempotent:
-# about a second when nothing changed). CI runs .ci/run, which is `make test`.
+# about a second when nothing changed). PYTHON=python3.12 picks the interpreter (3.11 or 3.12).
+# CI runs .ci/run: `make test`, then `make workspace` (the apt ROS 2 user's colcon workspace on
+# Python 3.12 with numpy 1.26, see .ci/workspace).
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 ENV := source scripts/env.sh
@@ -7,7 +9,7 @@ ENV := source scripts/env.sh
 MYPY_TARGETS := flashocc_ros
 MYPY_EXCLUDE := ^flashocc_ros/ros/
 
-.PHONY: setup test lint typecheck pytest demo bench clean
+.PHONY: setup test lint typecheck pytest demo bench workspace clean
 
 setup:
 	bash scripts/setup.sh
@@ -35,6 +37,10 @@ demo: setup
 bench: setup
 	$(ENV) && python benchmarks/run_all.py --json docs/benchmarks.json
 
-# Build outputs only; the venv stays (rm -rf .venv to start from nothing).
+# The workspace install of an apt ROS 2 Jazzy user, as CI checks it (a few minutes; .ci-cache/).
+workspace:
+	bash .ci/workspace
+
+# Build outputs only; the venv and .ci-cache/ stay (rm -rf .venv .ci-cache to start from nothing).
 clean:
 	rm -rf build install log build_test install_test log_test

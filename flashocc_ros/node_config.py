@@ -483,11 +483,27 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
+def parameters_page() -> str:
+    """docs/parameters.md: every parameter with its type, default and meaning."""
+    return (
+        "# Node parameters\n\n"
+        "Generated from `flashocc_ros/node_config.py` by `python -m flashocc_ros.node_config` "
+        "(do not edit); the same fields make `config/flashocc.param.yaml` and "
+        "`config/flashocc.schema.json`. Every parameter can be set in the parameter file or as "
+        "a launch argument; values are checked at start (one line naming the parameter, exit "
+        "code 2), and a name the node does not know is reported with the nearest known name.\n\n"
+        + markdown_table()
+        + "\n"
+    )
+
+
 def write_generated(root: Path) -> None:
-    """Regenerate the param YAML and the JSON schema under `root/config`."""
+    """Regenerate the param YAML and the JSON schema under `root/config`, and
+    `root/docs/parameters.md`."""
     (root / "config" / "flashocc.param.yaml").write_text(param_yaml())
     schema = json.dumps(json_schema(), indent=2) + "\n"
     (root / "config" / "flashocc.schema.json").write_text(schema)
+    (root / "docs" / "parameters.md").write_text(parameters_page())
 
 
 if __name__ == "__main__":

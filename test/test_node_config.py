@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -15,6 +16,7 @@ from flashocc_ros.node_config import (
     default_values,
     json_schema,
     markdown_table,
+    parameters_page,
     node_config_from_mapping,
     param_yaml,
     params_from_ros_file,
@@ -80,8 +82,13 @@ def test_invalid_values_are_refused_with_a_reason(values: dict[str, object], mat
 
 
 def test_readme_parameter_table_is_current() -> None:
+    page = (ROOT / "docs/parameters.md").read_text()
+    assert page == parameters_page(), "run `python -m flashocc_ros.node_config`"
     readme = (ROOT / "README.md").read_text()
-    assert markdown_table() in readme, "paste `python -m flashocc_ros.node_config` into README"
+    short = readme[readme.index("## Parameters") : readme.index("## Results")]
+    first_cells = [ln.split("|")[1] for ln in short.splitlines() if ln.startswith("| `")]
+    named = {n for cell in first_cells for n in re.findall(r"`([a-z_]+)`", cell)}
+    assert len(named) > 10 and named <= set(default_values()), named - set(default_values())
 
 
 def test_command_line_parameters_are_read_as_yaml_values() -> None:

@@ -31,6 +31,7 @@ from rclpy.node import Node
 from rclpy.publisher import Publisher
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
+from rclpy.utilities import remove_ros_args
 from rosbags.interfaces import ConnectionExtRosbag2, QosDurability
 from rosbags.rosbag2 import Reader, ReaderError
 
@@ -207,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         help="topics that must have a subscriber before playing starts",
     )
     parser.add_argument("--wait-timeout", type=float, default=60.0, help="seconds, for --wait-for")
-    args = parser.parse_args(argv)
+    # `--ros-args ...` (remappings from a launch file) are rclpy's, not ours.
+    args = parser.parse_args(remove_ros_args(sys.argv)[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with StopSignals() as stop:
         return _play(args, stop)
