@@ -15,7 +15,7 @@ ROS-free: the launch files import this, and so do its tests.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,15 @@ import yaml
 
 from flashocc_ros.camera_topics import CameraTopics
 from flashocc_ros.config import ConfigError
-from flashocc_ros.node_config import NodeConfig, default_values, input_topics, parameter_docs
+from flashocc_ros.node_config import (
+    NodeConfig,
+    default_values,
+    input_topics,
+    is_ros_node_parameter,
+    node_parameter_blocks,
+    parameter_docs,
+    unknown_parameters_message,
+)
 
 #: A launch argument left at this value does not override the parameter file.
 NOT_GIVEN = ""
@@ -63,7 +71,8 @@ def parameter_overrides(given: Mapping[str, str]) -> dict[str, Any]:
     known = override_arguments()
     unknown = sorted(set(given) - set(known))
     if unknown:
-        raise ConfigError(f"not a node parameter: {', '.join(unknown)}")
+        text = unknown_parameters_message(unknown).removeprefix("unknown parameters: ")
+        raise ConfigError(f"not a node parameter: {text}")
     return {name: _typed(name, text) for name, text in given.items() if text != NOT_GIVEN}
 
 
@@ -85,24 +94,6 @@ def camera_remappings(cameras: Sequence[CameraTopics]) -> list[tuple[str, str]]:
     return out
 
 
-#: Parameters rclpy itself reads from a parameter file, besides the node's.
-_RCLPY_PARAMETERS = (SIM_TIME, "start_type_description_service")
-
-
-def _node_blocks(data: Any, node_name: str, keys: tuple[str, ...] = ()) -> Iterator[Any]:
-    """The `ros__parameters` values of a ROS 2 parameter file that apply to `node_name`: under
-    `/**`, `flashocc`, `/ns/flashocc`, `/**/flashocc`, `ns: {flashocc: ...}` and the like."""
-    if not isinstance(data, Mapping):
-        return
-    for key, value in data.items():
-        if key == "ros__parameters":
-            last = "/".join(keys).strip("/").rsplit("/", 1)[-1]
-            if last in (node_name, "*", "**"):
-                yield value
-        else:
-            yield from _node_blocks(value, node_name, (*keys, str(key)))
-
-
 def check_parameter_file(
     path: str | Path, cameras: Sequence[CameraTopics], node_name: str = "flashocc"
 ) -> list[str]:
@@ -113,7 +104,7 @@ def check_parameter_file(
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f"cannot read parameter file {path}: {err}") from err
-    blocks = list(_node_blocks(data, node_name))
+    blocks = list(node_parameter_blocks(data, node_name))
     if not blocks:
         raise ConfigError(
             f"parameter file {path}: no '/**:' or '{node_name}:' block with ros__parameters"
@@ -125,15 +116,12 @@ def check_parameter_file(
         if not isinstance(block, Mapping):
             raise ConfigError(f"parameter file {path}: ros__parameters must be a mapping")
         unknown = sorted(
-            name
-            for name in block
-            if name not in fields
-            and name not in _RCLPY_PARAMETERS
-            and not str(name).startswith("qos_overrides")
+            name for name in block if name not in fields and not is_ros_node_parameter(str(name))
         )
         if unknown:
             raise ConfigError(
-                f"parameter file {path}: the node has no parameter {', '.join(unknown)}"
+                f"parameter file {path}: the node has no parameter "
+                f"{unknown_parameters_message(unknown).removeprefix('unknown parameters: ')}"
             )
         for name in CAMERA_PARAMETERS:
             value = wanted.get(name, [])

@@ -12,7 +12,7 @@ import difflib
 import json
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -350,42 +350,48 @@ def node_config_from_mapping(values: Mapping[str, Any]) -> NodeConfig:
     return NodeConfig(**kwargs)
 
 
-#: Parameters every ROS 2 node has; a parameter file may set them for the node.
+#: Parameters rclpy itself reads for every node; a parameter file may set them for the node.
 ROS_NODE_PARAMETERS = frozenset({"use_sim_time", "start_type_description_service"})
 
 
-def params_from_ros_file(path: str | Path, node_name: str = "flashocc") -> dict[str, Any]:
-    """The parameters a ROS 2 parameter file gives node `node_name` (any namespace).
+def is_ros_node_parameter(name: str) -> bool:
+    """True for rclpy's own parameters (use_sim_time, qos_overrides...)."""
+    return name in ROS_NODE_PARAMETERS or name.startswith("qos_overrides")
 
-    Reads the `ros__parameters` of the sections that match the node: `/**`, `node_name`,
-    `/node_name`, `/<ns>/node_name`, `/**/node_name`, later sections winning like in rcl.
-    ROS's own node parameters (use_sim_time, ...) are left out; ConfigError when the file
-    cannot be read or has no section for the node.
-    """
+
+def node_parameter_blocks(data: Any, node_name: str, keys: tuple[str, ...] = ()) -> Iterator[Any]:
+    """The `ros__parameters` values of a parsed ROS 2 parameter file that apply to node
+    `node_name`, in file order: under `/**`, `name`, `/ns/name`, `/**/name`, `ns: {name: ...}`."""
+    if not isinstance(data, Mapping):
+        return
+    for key, value in data.items():
+        if key == "ros__parameters":
+            last = "/".join(keys).strip("/").rsplit("/", 1)[-1]
+            if last in (node_name, "*", "**"):
+                yield value
+        else:
+            yield from node_parameter_blocks(value, node_name, (*keys, str(key)))
+
+
+def params_from_ros_file(path: str | Path, node_name: str = "flashocc") -> dict[str, Any]:
+    """The parameters a ROS 2 parameter file gives node `node_name` (any namespace), later
+    blocks winning like in rcl; rclpy's own parameters are left out. ConfigError when the file
+    cannot be read or has no block for the node."""
     try:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f"cannot read parameter file {path}: {err}") from err
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"parameter file {path}: expected a mapping of node names")
-    out: dict[str, Any] = {}
-    found = False
-    for key, section in data.items():
-        name = str(key).rstrip("/").rsplit("/", 1)[-1]
-        if str(key) not in ("/**", "**") and name not in (node_name, "*", "**"):
-            continue
-        if not isinstance(section, Mapping) or not isinstance(
-            section.get("ros__parameters"), Mapping
-        ):
-            raise ConfigError(f"parameter file {path}: section {key!r} has no ros__parameters")
-        found = True
-        out.update(section["ros__parameters"])
-    if not found:
+    blocks = list(node_parameter_blocks(data, node_name))
+    if not blocks:
         raise ConfigError(
-            f"parameter file {path}: no section for node {node_name!r} (use '/**:' or "
-            f"'{node_name}:' with 'ros__parameters:')"
+            f"parameter file {path}: no '/**:' or '{node_name}:' block with ros__parameters"
         )
-    return {k: v for k, v in out.items() if k not in ROS_NODE_PARAMETERS}
+    out: dict[str, Any] = {}
+    for block in blocks:
+        if not isinstance(block, Mapping):
+            raise ConfigError(f"parameter file {path}: ros__parameters must be a mapping")
+        out.update(block)
+    return {k: v for k, v in out.items() if not is_ros_node_parameter(str(k))}
 
 
 def parse_param_items(items: Sequence[str]) -> dict[str, Any]:

@@ -55,11 +55,11 @@ def test_every_node_parameter_but_the_cameras_is_a_launch_argument() -> None:
 def test_arguments_not_given_leave_the_parameter_file_alone() -> None:
     given = dict.fromkeys(override_arguments(), NOT_GIVEN)
     assert parameter_overrides(given) == {}
-    given |= {"weights": "/w/flashocc-r50-256x704.pth", "sync_slop_s": "0.05"}
+    given |= {"weights": "/w/flashocc-r50-256x704.pth", "sync_tolerance_s": "0.05"}
     given |= {"publish_points": "false", "input_queue_depth": "4", "use_sim_time": "true"}
     assert parameter_overrides(given) == {
         "weights": "/w/flashocc-r50-256x704.pth",
-        "sync_slop_s": 0.05,
+        "sync_tolerance_s": 0.05,
         "publish_points": False,
         "input_queue_depth": 4,
         "use_sim_time": True,
@@ -72,8 +72,8 @@ def test_string_parameters_stay_strings_and_unknown_arguments_are_refused() -> N
         "weights": "123",
         "ego_frame": "on",
     }
-    with pytest.raises(ConfigError, match="not a node parameter: sync_slope_s"):
-        parameter_overrides({"sync_slope_s": "0.1"})
+    with pytest.raises(ConfigError, match="not a node parameter: sync_tolerancee_s"):
+        parameter_overrides({"sync_tolerancee_s": "0.1"})
     with pytest.raises(ConfigError, match="camera_names"):
         parameter_overrides({"camera_names": "[A, B]"})
 
@@ -136,8 +136,8 @@ def test_parameter_files_for_this_node_are_checked(tmp_path: Path) -> None:
     # Another node's block in a shared vehicle file is none of our business.
     other = {**ok, "lidar": {"ros__parameters": {"range_m": 80}}}
     assert check_parameter_file(_param_file(tmp_path, other), AUTOWARE) == []
-    typo = {"/**": {"ros__parameters": {"sync_slope_s": 0.1}}}
-    with pytest.raises(ConfigError, match="no parameter sync_slope_s"):
+    typo = {"/**": {"ros__parameters": {"sync_tolerancee_s": 0.1}}}
+    with pytest.raises(ConfigError, match="no parameter sync_tolerancee_s"):
         check_parameter_file(_param_file(tmp_path, typo), AUTOWARE)
     nested = {"car1": {"flashocc": {"ros__parameters": {"ego_frame": 5, "bogus": 1}}}}
     with pytest.raises(ConfigError, match="no parameter bogus"):

@@ -15,10 +15,9 @@ from flashocc_ros.node_config import (
     NodeConfig,
     default_values,
     json_schema,
-    markdown_table,
-    parameters_page,
     node_config_from_mapping,
     param_yaml,
+    parameters_page,
     params_from_ros_file,
     parse_param_items,
 )
@@ -122,10 +121,12 @@ def test_ros_parameter_files_are_read_for_the_node(tmp_path: Path) -> None:
     )
     assert params_from_ros_file(path) == {"sync_tolerance_s": 0.01, "backend": "torch"}
     path.write_text("other_node:\n  ros__parameters: {backend: tensorrt}\n")
-    with pytest.raises(ConfigError, match="no section for node 'flashocc'"):
+    with pytest.raises(ConfigError, match="no '/\\*\\*:' or 'flashocc:' block"):
         params_from_ros_file(path)
     path.write_text("/**: {backend: torch}\n")
-    with pytest.raises(ConfigError, match="has no ros__parameters"):
+    with pytest.raises(ConfigError, match="no '/\\*\\*:' or 'flashocc:' block"):
         params_from_ros_file(path)
+    path.write_text("vehicle:\n  flashocc:\n    ros__parameters: {backend: torch}\n")
+    assert params_from_ros_file(path) == {"backend": "torch"}
     with pytest.raises(ConfigError, match="cannot read"):
         params_from_ros_file(tmp_path / "missing.yaml")

@@ -42,7 +42,7 @@ FILE_PARAMETERS: dict[str, Any] = {
     "model_config": "tiny",
     "weights": "random",
     "backend": "auto",
-    "sync_slop_s": 0.234,
+    "sync_tolerance_s": 0.0123,
     "publish_confidence": True,
     "marker_max_voxels": 123456,
     "diagnostics_period_s": 0.5,
