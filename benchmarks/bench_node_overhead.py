@@ -237,7 +237,7 @@ class NodeBench:
         for i, (name, msg) in enumerate(zip(self.names, msgs, strict=True)):
             s = stamp + i * 100_000
             msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(s, 10**9)
-            for done in self.frontend.on_image(name, msg):
+            for done in self.frontend.on_image(name, msg, s):
                 bundle = done
         assert bundle is not None, "bundle did not complete"
         self.queue.put(bundle)

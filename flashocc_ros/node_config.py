@@ -43,6 +43,17 @@ _MIN: dict[str, float] = {
     "marker_max_voxels": 0,
     "max_image_pixels": 1,
     "diagnostics_period_s": 0.1,
+    "health_late_s": 0.05,
+    "health_missing_s": 0.1,
+    "health_recovery_s": 0.0,
+    "latency_warn_s": 0.001,
+    "startup_watchdog_s": 0.1,
+    "min_image_scale": 0.0,
+    "principal_point_margin_rel": 0.0,
+    "tf_max_speed_mps": 0.1,
+    "tf_max_angular_rate_dps": 0.1,
+    "max_stamp_skew_s": 0.0,
+    "max_stamp_age_s": 0.0,
 }
 
 
@@ -58,6 +69,17 @@ _MAX: dict[str, float] = {
     "diagnostics_period_s": 60.0,
     "input_queue_depth": 1000,
     "output_queue_depth": 1000,
+    "health_late_s": 600.0,
+    "health_missing_s": 3600.0,
+    "health_recovery_s": 600.0,
+    "latency_warn_s": 600.0,
+    "startup_watchdog_s": 3600.0,
+    "min_image_scale": 1.0,
+    "principal_point_margin_rel": 10.0,
+    "tf_max_speed_mps": 1e4,
+    "tf_max_angular_rate_dps": 1e5,
+    "max_stamp_skew_s": 3600.0,
+    "max_stamp_age_s": 1e9,
 }
 
 
@@ -233,6 +255,75 @@ class NodeConfig:
     diagnostics_period_s: float = field(
         default=1.0, metadata=_doc("Period of /diagnostics messages, seconds.")
     )
+    health_late_s: float = field(
+        default=1.0,
+        metadata=_doc("An input whose last message is older than this is WARN (late), seconds."),
+    )
+    health_missing_s: float = field(
+        default=3.0,
+        metadata=_doc(
+            "An input with no message for this long (or none since start) is ERROR, seconds."
+        ),
+    )
+    health_recovery_s: float = field(
+        default=3.0,
+        metadata=_doc(
+            "A fault (refused or failed input) counts this long; the summary returns to OK after "
+            "everything was OK this long, seconds."
+        ),
+    )
+    latency_warn_s: float = field(
+        default=1.0,
+        metadata=_doc("End-to-end latency (publish time - image stamp) above this is WARN, s."),
+    )
+    startup_watchdog_s: float = field(
+        default=5.0,
+        metadata=_doc("No grid this long after start: one log line naming the silent inputs, s."),
+    )
+    min_image_scale: float = field(
+        default=0.5,
+        metadata=_doc(
+            "Images (and CameraInfo) smaller than this fraction of the network input, in width or "
+            "height, are refused."
+        ),
+    )
+    focal_range_rel: tuple[float, ...] = field(
+        default=(0.1, 10.0),
+        metadata=_doc(
+            "[min, max] of fx / image width and fy / image width in CameraInfo; outside: refused."
+        ),
+    )
+    principal_point_margin_rel: float = field(
+        default=0.5,
+        metadata=_doc(
+            "cx, cy may lie this fraction of the image size outside the image; beyond: refused."
+        ),
+    )
+    tf_max_speed_mps: float = field(
+        default=70.0,
+        metadata=_doc(
+            "A /tf sample implying a faster motion of its link than this is refused, m/s (three "
+            "consistent refused samples in a row restart the link: an odometry reset)."
+        ),
+    )
+    tf_max_angular_rate_dps: float = field(
+        default=180.0,
+        metadata=_doc("Like tf_max_speed_mps, for the rotation rate of a link, degrees/s."),
+    )
+    max_stamp_skew_s: float = field(
+        default=5.0,
+        metadata=_doc(
+            "An image or /tf stamp whose delay (receive time - stamp) differs by more than this "
+            "from the recent median delay is refused, seconds; 0 = off."
+        ),
+    )
+    max_stamp_age_s: float = field(
+        default=0.0,
+        metadata=_doc(
+            "Without use_sim_time: stamps further than this from the node's clock are refused, "
+            "seconds; 0 = off (bags played without /clock keep working)."
+        ),
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -274,6 +365,13 @@ class NodeConfig:
             raise ConfigError("parameter camera_offsets_s: offsets must lie within +-0.5 s")
         if self.sync_fill_tolerance_s < self.sync_tolerance_s:
             raise ConfigError("parameter sync_fill_tolerance_s: must be >= sync_tolerance_s")
+        lo_hi = self.focal_range_rel
+        if len(lo_hi) != 2 or not 0 < lo_hi[0] < lo_hi[1]:
+            raise ConfigError(
+                f"parameter focal_range_rel: needs [min, max], 0 < min < max, got {list(lo_hi)}"
+            )
+        if self.health_missing_s < self.health_late_s:
+            raise ConfigError("parameter health_missing_s: must be >= health_late_s")
 
     def replace(self, **changes: Any) -> NodeConfig:
         return dataclasses.replace(self, **changes)

@@ -69,7 +69,8 @@ class LiveRun:
     markers: int = 0
     points: int = 0
     bev_images: int = 0
-    diagnostics: dict[str, str] = field(default_factory=dict)  # last status key -> value
+    diagnostics: dict[str, str] = field(default_factory=dict)  # processing status key -> value
+    levels: dict[str, int] = field(default_factory=dict)  # status name -> last level
     diagnostics_stamps: list[int] = field(default_factory=list)  # header stamps, ns
     latency_ms: dict[str, list[float]] = field(default_factory=dict)  # from diagnostics
     node_log: str = ""
@@ -118,6 +119,8 @@ def run_live(
         )
         for status in msg.status:
             if status.name.startswith("flashocc"):
+                result.levels[status.name] = int.from_bytes(bytes(status.level), "little")
+            if status.name == "flashocc: processing":
                 result.diagnostics = {kv.key: kv.value for kv in status.values}
 
     def on_latency(msg: DiagnosticStatus) -> None:

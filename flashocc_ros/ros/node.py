@@ -36,14 +36,18 @@ from geometry_msgs.msg import Pose
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
+    QoSCompatibility,
     QoSProfile,
     ReliabilityPolicy,
+    qos_check_compatible,
 )
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
@@ -55,15 +59,19 @@ from flashocc_ros.node_config import (
     array_item_type,
     default_values,
     input_topics,
+    is_ros_node_parameter,
     node_config_from_mapping,
     parameter_docs,
+    unknown_parameters_message,
 )
 from flashocc_ros.ros import fast_msgs
+from flashocc_ros.ros.stop_signals import StopSignals
 from flashocc_ros.ros.tf_msgs import TFMessage
 from flashocc_ros.runtime.assembler import RawImage
 from flashocc_ros.runtime.backend import BackendError
 from flashocc_ros.runtime.factory import BuildOnlyDone, create_pipeline
 from flashocc_ros.runtime.frontend import FrontEnd
+from flashocc_ros.runtime.health import HealthBoard, HealthConfig, InputSpec, Level
 from flashocc_ros.runtime.pipeline import OccupancyResult, PipelineError
 from flashocc_ros.sensing.image_decode import ImageDecodeError
 from flashocc_ros.sensing.queues import LatestQueue, PoseWaitList, QueueClosed
@@ -81,6 +89,64 @@ class FlashOccNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("flashocc", **kwargs)
         defaults = default_values()
+        self._declare_parameters(defaults)
+        unknown = sorted(
+            n
+            for n in getattr(self, "_parameter_overrides", {})  # rclpy keeps them there
+            if n not in defaults and not is_ros_node_parameter(n)
+        )
+        if unknown:
+            raise ConfigError(unknown_parameters_message(unknown))
+        raw = {n: self._param_value(n, v) for n, v in defaults.items()}
+        self.params: NodeConfig = node_config_from_mapping(raw)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.pipeline = create_pipeline(self.params)
+        self.grid = self.pipeline.cfg.grid
+        self._lock = threading.Lock()
+        self.counters: Counter[str] = Counter()
+        self.latency_ms: dict[str, float] = {}
+        sim_time = bool(self.get_parameter("use_sim_time").value)
+        self.frontend = FrontEnd(
+            self.params,
+            input_size=self.pipeline.cfg.input_size,
+            on_reset=self._on_time_reset,
+            on_refuse=self._on_refused,
+            wall_clock=not sim_time,
+        )
+        self.queue: LatestQueue[list[Bundle[RawImage]]] = LatestQueue()
+        self.waiting: PoseWaitList[Bundle[RawImage]] = PoseWaitList(self.params.tf_timeout_s)
+        self._reset_waiting = threading.Event()
+        self._started = self._last_image = time.monotonic()
+        self._watchdog_done = False
+        self._inputs: dict[str, tuple[Any, InputSpec]] = {}  # key -> (subscription, spec)
+        self._create_io()
+        p = self.params
+        self.health = HealthBoard(
+            HealthConfig(
+                late_s=p.health_late_s,
+                missing_s=p.health_missing_s,
+                recovery_s=p.health_recovery_s,
+                latency_warn_s=p.latency_warn_s,
+            ),
+            [spec for _, spec in self._inputs.values()],
+            self._started,
+        )
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._run_worker, name="flashocc-worker")
+        self._worker.start()
+        # Steady clock: diagnostics keep coming when /clock stalls (paused bag, use_sim_time);
+        # their header stamp is still the node's (possibly simulated) time.
+        self.create_timer(
+            self.params.diagnostics_period_s,
+            self._guarded("diagnostics", self._publish_diagnostics),
+            clock=Clock(clock_type=ClockType.STEADY_TIME),
+        )
+        self.get_logger().info(
+            f"flashocc ready: model {self.pipeline.cfg.name}, backend "
+            f"{self.pipeline.backend.name}, cameras {', '.join(self.params.camera_names)}"
+        )
+
+    def _declare_parameters(self, defaults: dict[str, Any]) -> None:
         docs = parameter_docs()
         for name, value in defaults.items():
             desc = ParameterDescriptor(description=docs[name])
@@ -95,35 +161,6 @@ class FlashOccNode(Node):
                 self.declare_parameter(name, kind, desc)
             else:
                 self.declare_parameter(name, value, desc)
-        raw = {n: self._param_value(n, v) for n, v in defaults.items()}
-        self.params: NodeConfig = node_config_from_mapping(raw)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.pipeline = create_pipeline(self.params)
-        self.grid = self.pipeline.cfg.grid
-        self._lock = threading.Lock()
-        self.counters: Counter[str] = Counter()
-        self.faults: dict[str, str] = {}
-        self.latency_ms: dict[str, float] = {}
-        self.frontend = FrontEnd(self.params, on_reset=self._on_time_reset)
-        self.queue: LatestQueue[list[Bundle[RawImage]]] = LatestQueue()
-        self.waiting: PoseWaitList[Bundle[RawImage]] = PoseWaitList(self.params.tf_timeout_s)
-        self._reset_waiting = threading.Event()
-        self._last_image = time.monotonic()
-        self._create_io()
-        self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._run_worker, name="flashocc-worker")
-        self._worker.start()
-        # Steady clock: diagnostics keep coming when /clock stalls (paused bag, use_sim_time);
-        # their header stamp is still the node's (possibly simulated) time.
-        self.create_timer(
-            self.params.diagnostics_period_s,
-            self._publish_diagnostics,
-            clock=Clock(clock_type=ClockType.STEADY_TIME),
-        )
-        self.get_logger().info(
-            f"flashocc ready: model {self.pipeline.cfg.name}, backend "
-            f"{self.pipeline.backend.name}, cameras {', '.join(self.params.camera_names)}"
-        )
 
     def _param_value(self, name: str, default: Any) -> Any:
         try:
@@ -144,23 +181,33 @@ class FlashOccNode(Node):
         # Best effort by default: on a reliable reader one lost sample holds up all later ones
         # until the writer's next heartbeat (measured: /tf in 3 s bursts with images in flight).
         tf_qos = QoSProfile(depth=100, reliability=_reliability(p.tf_reliability))
-        self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), tf_qos)
+        self._subscribe("tf", "/tf", TFMessage, tf_qos, lambda m: self._on_tf(m, False))
         static_qos = QoSProfile(
             depth=100,
             durability=DurabilityPolicy.TRANSIENT_LOCAL,
             reliability=ReliabilityPolicy.RELIABLE,
         )
-        self.create_subscription(
-            TFMessage, "/tf_static", lambda m: self._on_tf(m, True), static_qos
+        self._subscribe(
+            "tf_static", "/tf_static", TFMessage, static_qos, lambda m: self._on_tf(m, True)
         )
         for name in p.camera_names:
             image_topic, info_topic = input_topics(name)
             image_type = CompressedImage if name in p.compressed_cameras else Image
-            self.create_subscription(
-                image_type, image_topic, lambda m, n=name: self._on_image(n, m), sensor_qos
+            self._subscribe(
+                f"{name}.image",
+                image_topic,
+                image_type,
+                sensor_qos,
+                lambda m, n=name: self._on_image(n, m),
+                f"{name} image",
             )
-            self.create_subscription(
-                CameraInfo, info_topic, lambda m, n=name: self._on_camera_info(n, m), info_qos
+            self._subscribe(
+                f"{name}.camera_info",
+                info_topic,
+                CameraInfo,
+                info_qos,
+                lambda m, n=name: self._on_camera_info(n, m),
+                f"{name} camera_info",
             )
         out_qos = QoSProfile(
             depth=p.output_queue_depth, reliability=_reliability(p.output_reliability)
@@ -190,6 +237,39 @@ class FlashOccNode(Node):
             DiagnosticArray, "/diagnostics", QoSProfile(depth=10)
         )
 
+    def _subscribe(
+        self,
+        key: str,
+        topic: str,
+        msg_type: Any,
+        qos: QoSProfile,
+        callback: Any,
+        label: str | None = None,
+    ) -> None:
+        """A subscription whose callback can never raise into the executor, monitored as input
+        `key`."""
+        sub = self.create_subscription(msg_type, topic, self._guarded(key, callback), qos)
+        type_name = f"{msg_type.__module__.split('.')[0]}/msg/{msg_type.__name__}"
+        spec = InputSpec(key, label or topic.lstrip("/"), sub.topic_name, type_name)
+        self._inputs[key] = (sub, spec)
+
+    def _guarded(self, key: str, callback: Any) -> Any:
+        """`callback` that counts and logs (throttled per input) whatever it raises."""
+
+        def run(*args: Any) -> None:
+            try:
+                callback(*args)
+            except Exception as err:  # a message no check foresaw: never the executor's end
+                if self._stop.is_set():
+                    return
+                now = time.monotonic()
+                self._count(f"callback_errors.{key}")
+                text = f"{key}: {type(err).__name__}: {err}"
+                if self.health.fault(now, f"callback.{key}", text):
+                    self.get_logger().error(f"input dropped: {text}")
+
+        return run
+
     @staticmethod
     def _occupancy_type() -> type:
         from flashocc_ros.msg import Occupancy  # generated by colcon
@@ -215,18 +295,27 @@ class FlashOccNode(Node):
         return SetParametersResult(successful=True)
 
     # -------------------------------------------------------------- callbacks
-    def _count(self, key: str, fault: str | None = None) -> None:
+    def _count(self, key: str) -> None:
         with self._lock:
             self.counters[key] += 1
-            if fault is not None:
-                self.faults[key] = fault
+
+    def _now_ns(self) -> int:
+        return int(self.get_clock().now().nanoseconds)
 
     def _on_image(self, name: str, msg: Image | CompressedImage) -> None:
         self._count(f"images_in.{name}")
-        self._last_image = time.monotonic()
-        bundles = self.frontend.on_image(name, msg)
+        self._last_image = now = time.monotonic()
+        self.health.arrived(f"{name}.image", now)
+        bundles = self.frontend.on_image(name, msg, self._now_ns())
         if bundles:  # the bundles one frame decides travel together (in stamp order)
             self.queue.put(bundles)
+
+    def _on_refused(self, key: str, text: str) -> None:
+        """The front end refused a message of input `key`: health, counters, a log line per
+        input at most every 5 s."""
+        self._count(f"refused.{key}")
+        if self.health.refused(key, time.monotonic(), text):
+            self.get_logger().warning(text)
 
     def _on_time_reset(self, stamp_ns: int) -> None:
         """Camera time went backwards (bag loop): forget the pipeline's history and waiting
@@ -236,15 +325,20 @@ class FlashOccNode(Node):
         if self.queue.take() is not None:  # from before the jump: would fail on the cleared TF
             self._count("dropped_at_time_reset")
         self.pipeline.reset()
-        self._count("time_resets", f"time went backwards to {stamp_ns} ns: state reset")
-        self.get_logger().warning("camera time went backwards: history reset")
+        self._count("time_resets")
+        self.get_logger().warning(
+            f"camera time went backwards to {stamp_ns / 1e9:.3f} s (a recording looped?): "
+            "history reset"
+        )
 
     def _on_camera_info(self, name: str, msg: CameraInfo) -> None:
+        self.health.arrived(f"{name}.camera_info", time.monotonic())
         self.frontend.on_camera_info(name, msg)
 
     def _on_tf(self, msg: Any, static: bool) -> None:
         self._count("tf_static_in" if static else "tf_in")
-        self.frontend.on_tf(msg, static)
+        self.health.arrived("tf_static" if static else "tf", time.monotonic())
+        self.frontend.on_tf(msg, static, self._now_ns())
 
     # ----------------------------------------------------------------- worker
     def _run_worker(self) -> None:
@@ -279,16 +373,16 @@ class FlashOccNode(Node):
         try:
             self._process(bundle, waited)
         except (PipelineError, ImageDecodeError, TransformError, ConfigError) as err:
-            self._count("bundles_failed", str(err))
-            self.get_logger().warning(f"bundle dropped: {err}", throttle_duration_sec=5.0)
+            self._bundle_failed(type(err).__name__, str(err))
         except Exception as err:  # keep the node alive on anything unexpected
             if self._stop.is_set() or not self.context.ok():
                 return  # shutting down (Ctrl-C / SIGTERM) while this bundle was published
-            self._count("bundles_failed", f"{type(err).__name__}: {err}")
-            self.get_logger().error(
-                f"bundle failed unexpectedly: {type(err).__name__}: {err}",
-                throttle_duration_sec=5.0,
-            )
+            self._bundle_failed("unexpected", f"{type(err).__name__}: {err}")
+
+    def _bundle_failed(self, kind: str, text: str) -> None:
+        self._count("bundles_failed")
+        if self.health.fault(time.monotonic(), f"bundle_failed.{kind}", f"bundle dropped: {text}"):
+            self.get_logger().warning(f"bundle dropped: {text}")
 
     def _process(self, bundle: Bundle[RawImage], waited: bool) -> None:
         t0 = time.perf_counter()
@@ -306,6 +400,7 @@ class FlashOccNode(Node):
         with self._lock:
             self.latency_ms = timings
             self.counters["bundles_processed"] += 1
+        self.health.published(time.monotonic(), (self._now_ns() - result.stamp_ns) / 1e9)
         self.pub_latency.publish(
             DiagnosticStatus(
                 name=f"flashocc latency ms, bundle {result.stamp_ns}",
@@ -373,41 +468,99 @@ class FlashOccNode(Node):
 
     # ------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
-        with self._lock:
-            counters = dict(self.counters)
-            faults = dict(self.faults)
-            latency = dict(self.latency_ms)
+        """One DiagnosticArray: the summary, processing (with every counter), output and one
+        status per input (diagnostic_msgs conventions: level, message, key-values)."""
+        now = time.monotonic()
         fe = self.frontend
         sync_stats = fe.sync.stats()
+        self.health.missing_frames(dict(sync_stats.missing), now)
+        statuses = self.health.statuses(now, self._silence_cause)
+        self._startup_watchdog(now)
+        hardware = self.pipeline.backend.name
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        for st in statuses:
+            values = st.values
+            if st.name == "flashocc: processing":
+                values = tuple(self._processing_values(sync_stats, now).items())
+            arr.status.append(
+                DiagnosticStatus(
+                    level=_LEVELS[st.level],
+                    name=st.name,
+                    hardware_id=hardware,
+                    message=st.message,
+                    values=[KeyValue(key=k, value=v) for k, v in values],
+                )
+            )
+        self.pub_diag.publish(arr)
+
+    def _processing_values(self, sync_stats: Any, now: float) -> dict[str, str]:
+        with self._lock:
+            counters = dict(self.counters)
+            latency = dict(self.latency_ms)
+        fe = self.frontend
         values = {f"count.{k}": str(v) for k, v in sorted(counters.items())}
         values.update({f"drop.{k.name.lower()}": str(v) for k, v in sync_stats.drops.items()})
         values.update({f"missing_frame.{k}": str(v) for k, v in sync_stats.missing.items()})
         values.update({f"filled_frame.{k}": str(v) for k, v in sync_stats.filled.items()})
-        values.update({f"rejected.{k}": str(v) for k, v in fe.rejected.items()})
         if sync_stats.period_ns:
             values["sync.period_ms"] = f"{sync_stats.period_ns / 1e6:.1f}"
         for cam, phase in sync_stats.phases_ns.items():
             values[f"sync.offset_ms.{cam}"] = "unknown" if phase is None else f"{phase / 1e6:.1f}"
         values["tf.extrapolated"] = str(fe.extrapolated)
-        faults.update({f"rejected.{k}": v for k, v in fe.last_rejection.items()})
+        values["tf.odometry_resets"] = str(fe.odometry_resets)
+        values["tf.jumps_back"] = str(fe.tf.jumps)
         values["queue.superseded"] = str(self.queue.dropped)
         values.update({f"latency_ms.{k}": f"{v:.1f}" for k, v in latency.items()})
         values["backend"] = self.pipeline.backend.name
-        values["tf.jumps_back"] = str(fe.tf.jumps)
         resets = dict(self.pipeline.history_resets)
         values.update({f"history_reset.{k.replace(' ', '_')}": str(v) for k, v in resets.items()})
-        values.update({f"fault.{k}": v for k, v in faults.items()})
-        level = DiagnosticStatus.WARN if faults else DiagnosticStatus.OK
-        status = DiagnosticStatus(
-            level=level,
-            name="flashocc: occupancy",
-            hardware_id=self.pipeline.backend.name,
-            message="; ".join(sorted(set(faults.values())))[:200] if faults else "ok",
-            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        active = self.health.faults.active(now, self.params.health_recovery_s)
+        values.update({f"fault.{k}": v for k, v in active.items()})
+        return values
+
+    def _silence_cause(self, key: str) -> str:
+        """Why input `key` may be silent, from the graph: no publisher, another type, QoS."""
+        sub, spec = self._inputs[key]
+        try:
+            pubs = self.get_publishers_info_by_topic(spec.topic)
+        except Exception:  # the graph may be unavailable while shutting down
+            return ""
+        if not pubs:
+            return "no publisher"
+        types = sorted({p.topic_type for p in pubs})
+        if spec.type_name not in types:
+            hint = (
+                " (list the camera in compressed_cameras, or not)"
+                if key.endswith(".image")
+                else ""
+            )
+            return (
+                f"it is published as {', '.join(types)}, the node expects {spec.type_name}{hint}"
+            )
+        for info in pubs:
+            compatible, reason = qos_check_compatible(info.qos_profile, sub.qos_profile)
+            if compatible == QoSCompatibility.ERROR:
+                return f"QoS incompatible with a publisher: {reason}"
+        return f"{len(pubs)} publisher(s) of the right type and QoS, nothing received yet"
+
+    def _startup_watchdog(self, now: float) -> None:
+        """Once: no grid `startup_watchdog_s` after start -> one line naming the silent inputs."""
+        if self._watchdog_done or self.health.output.count:
+            return
+        if now - self._started < self.params.startup_watchdog_s:
+            return
+        self._watchdog_done = True
+        silent = self.health.silent()
+        parts = [f"{m.topic} ({self._silence_cause(k)})" for k, m in self.health.inputs.items()
+                 if m in silent]  # fmt: skip
+        missing = dict(self.frontend.sync.stats().missing)
+        why = f"silent inputs: {'; '.join(parts)}" if parts else "every input has sent messages"
+        if missing:
+            why += f"; cycles missing frames of {missing}"
+        self.get_logger().warning(
+            f"no occupancy grid {now - self._started:.0f} s after start: {why}"
         )
-        arr = DiagnosticArray(status=[status])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self.pub_diag.publish(arr)
 
     def destroy_node(self) -> None:
         self._stop.set()
@@ -415,6 +568,13 @@ class FlashOccNode(Node):
         self._worker.join(timeout=5.0)
         self.frontend.close()
         super().destroy_node()
+
+
+_LEVELS = {
+    Level.OK: DiagnosticStatus.OK,
+    Level.WARN: DiagnosticStatus.WARN,
+    Level.ERROR: DiagnosticStatus.ERROR,
+}
 
 
 def pose_msg(m: Any) -> Pose:
@@ -439,24 +599,30 @@ def vars_of(cfg: NodeConfig) -> dict[str, Any]:
 
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point of `ros2 run flashocc_ros flashocc_node`."""
+    """Entry point of `ros2 run flashocc_ros flashocc_node`: exit 0 after SIGINT / SIGTERM (no
+    traceback, however many arrive), 2 when it cannot start (one line saying why)."""
     logging.basicConfig(level=logging.INFO)
-    rclpy.init(args=args)
-    try:
-        node = FlashOccNode()
-    except BuildOnlyDone as done:
-        logging.getLogger("flashocc").info("%s", done.message)
-        rclpy.try_shutdown()
-        return 0
-    except (ConfigError, OSError, ParameterException, BackendError) as err:
-        logging.getLogger("flashocc").error("cannot start: %s", err)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    with StopSignals() as stop:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+        try:
+            node = FlashOccNode()
+        except BuildOnlyDone as done:
+            logging.getLogger("flashocc").info("%s", done.message)
+            rclpy.try_shutdown()
+            return 0
+        except (ConfigError, OSError, ParameterException, BackendError) as err:
+            logging.getLogger("flashocc").error("cannot start: %s", err)
+            rclpy.try_shutdown()
+            return 2
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        try:
+            while not stop.requested and rclpy.ok():
+                executor.spin_once(timeout_sec=0.1)
+        except ExternalShutdownException:
+            pass
+        finally:
+            executor.shutdown()
+            node.destroy_node()
+            rclpy.try_shutdown()
     return 0

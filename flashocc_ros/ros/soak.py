@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_diag(msg: DiagnosticArray) -> None:
         for st in msg.status:
-            if st.name.startswith("flashocc"):
+            if st.name == "flashocc: processing":
                 diag.clear()
                 diag.update({kv.key: kv.value for kv in st.values})
 

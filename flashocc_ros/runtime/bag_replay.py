@@ -139,7 +139,9 @@ class OfflineReplay:
             params = self.params.replace(
                 compressed_cameras=tuple(t.name for t in topics if t.compressed)
             )
-            self.frontend = FrontEnd(params, on_reset=self._on_reset)
+            self.frontend = FrontEnd(
+                params, input_size=self.pipeline.cfg.input_size, on_reset=self._on_reset
+            )
             wanted = [c for c in reader.connections if c.topic in routes]
             total = sum(c.msgcount for c in wanted)
             for conn, log_ns, data in reader.messages(connections=wanted):
@@ -186,12 +188,12 @@ class OfflineReplay:
         assert self.frontend is not None
         camera, kind = route
         if kind == "image":
-            for bundle in self.frontend.on_image(camera, msg):
+            for bundle in self.frontend.on_image(camera, msg, log_ns):
                 self._waiting.append((bundle, log_ns))
         elif kind == "info":
             self.frontend.on_camera_info(camera, msg)
         else:
-            self.frontend.on_tf(msg, static=kind == "tf_static")
+            self.frontend.on_tf(msg, kind == "tf_static", log_ns)
 
     def _on_reset(self, stamp_ns: int) -> None:
         """Time went backwards (the recording loops): as the node, forget history and waits."""

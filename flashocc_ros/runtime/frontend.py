@@ -3,7 +3,8 @@ In: image, CameraInfo and TF messages (rclpy or rosbags objects: the same field 
 time in arrival order. Out: synchronised bundles and, per bundle, `CameraInput`s for the pipeline.
 
 Owns everything between the wire and the pipeline, so that a recording gives the same grids
-live and offline: input checks (a refused message is counted and never reaches a grid), the
+live and offline: plausibility checks (`sensing.plausibility`; a refused message is counted,
+reported through `on_refuse` and never reaches a grid), the
 trigger-cycle synchroniser (`sensing.sync`), the TF buffer (`sensing.tf_buffer`), CameraInfo
 pairing by stamp (`sensing.camera_info`), decoding and the per-camera TF lookups
 (`runtime.assembler`). Callers decide only *when* a bundle is assembled: as soon as `ready` says
@@ -27,6 +28,14 @@ from flashocc_ros.node_config import NodeConfig
 from flashocc_ros.runtime.assembler import BundleAssembler, RawImage
 from flashocc_ros.runtime.pipeline import CameraInput
 from flashocc_ros.sensing.camera_info import CameraInfoStore, CameraIntrinsics
+from flashocc_ros.sensing.image_decode import ImageDecodeError, check_raw_layout, compressed_size
+from flashocc_ros.sensing.plausibility import (
+    MotionGuard,
+    Sample,
+    StampGuard,
+    image_size_problem,
+    intrinsics_problem,
+)
 from flashocc_ros.sensing.sync import Bundle, BundleSynchronizer, MissingRule, SyncConfig
 from flashocc_ros.sensing.tf_buffer import TfBuffer, TransformError
 
@@ -78,11 +87,27 @@ class FrontEnd:
         self,
         params: NodeConfig,
         *,
+        input_size: tuple[int, int] | None = None,
         on_reset: Callable[[int], None] | None = None,
+        on_refuse: Callable[[str, str], None] | None = None,
         decode_threads: int = 0,
+        wall_clock: bool = False,
     ) -> None:
-        """on_reset(stamp_ns): camera time went backwards (bag loop); called outside locks."""
+        """input_size: the network input (H, W), for the smallest usable image;
+        on_reset(stamp_ns): camera time went backwards (bag loop); called outside locks;
+        on_refuse(input, why): a message of input '<camera>.image', '<camera>.camera_info',
+        'tf' or 'tf_static' was refused; wall_clock: receive times are the wall clock (not sim
+        time), so `max_stamp_age_s` applies."""
         self.params = params
+        scale = params.min_image_scale
+        h, w = input_size if input_size is not None else (1, 1)
+        self.min_size = (max(1, math.ceil(scale * w)), max(1, math.ceil(scale * h)))
+        self.stamp_guard = StampGuard(
+            round(params.max_stamp_skew_s * NS), round(params.max_stamp_age_s * NS)
+        )
+        self.motion_guard = MotionGuard(params.tf_max_speed_mps, params.tf_max_angular_rate_dps)
+        self.wall_clock = wall_clock
+        self._on_refuse = on_refuse
         self.cameras = params.camera_names
         self.compressed = frozenset(params.compressed_cameras)
         self.tf = TfBuffer()
@@ -104,6 +129,7 @@ class FrontEnd:
         self.rejected: collections.Counter[str] = collections.Counter()  # reason key -> count
         self.last_rejection: dict[str, str] = {}  # reason key -> the latest message text
         self.extrapolated = 0  # bundles whose poses were extrapolated after waiting
+        self.odometry_resets = 0  # dynamic links restarted after a consistent jump
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -111,41 +137,101 @@ class FrontEnd:
         with self._lock:
             self.rejected[key] += 1
             self.last_rejection[key] = text
+        if self._on_refuse is not None:
+            self._on_refuse(key, text)
 
-    def on_image(self, camera: str, msg: Any) -> list[Bundle[RawImage]]:
-        """One Image / CompressedImage of `camera`; returns the bundles it completes."""
+    def on_image(self, camera: str, msg: Any, receive_ns: int) -> list[Bundle[RawImage]]:
+        """One Image / CompressedImage of `camera` received at `receive_ns` (the node's clock,
+        or the recording's log time); returns the bundles it completes."""
         stamp = stamp_ns(msg.header)
-        if stamp <= 0:
-            self._reject(f"image_stamp.{camera}", f"camera {camera}: image stamp {stamp} ns")
+        raw = raw_image(msg, camera in self.compressed)
+        problem = self.stamp_guard.check(stamp, receive_ns, self.wall_clock)
+        if not problem:
+            problem = self._image_problem(raw)
+        if problem:
+            self._reject(f"{camera}.image", f"camera {camera}: image refused: {problem}")
             return []
         self.infos.note_image(camera, stamp)
-        return self.sync.add(camera, stamp, raw_image(msg, camera in self.compressed))
+        return self.sync.add(camera, stamp, raw)
+
+    def _image_problem(self, raw: RawImage) -> str:
+        """'' when the image's layout and size are usable (header only, no decoding)."""
+        try:
+            if raw.compressed:
+                width, height = compressed_size(raw.format, raw.data)
+            else:
+                width, height = raw.width, raw.height
+                check_raw_layout(
+                    raw.encoding,
+                    width,
+                    height,
+                    raw.step,
+                    memoryview(raw.data).nbytes,
+                    self.params.max_image_pixels,
+                )
+        except ImageDecodeError as err:
+            return str(err)
+        return image_size_problem(width, height, self.min_size)
 
     def on_camera_info(self, camera: str, msg: Any) -> None:
-        """One CameraInfo of `camera` (refused when it cannot describe an image)."""
+        """One CameraInfo of `camera` (refused when it cannot describe a usable image)."""
         k = tuple(float(v) for v in msg.k)
         info = CameraIntrinsics(int(msg.width), int(msg.height), k, str(msg.header.frame_id))
-        problem = check_intrinsics(info)
+        p = self.params
+        problem = intrinsics_problem(
+            info, self.min_size, p.focal_range_rel, p.principal_point_margin_rel
+        )
         if problem:
-            self._reject(f"camera_info.{camera}", f"camera {camera}: CameraInfo {problem}")
+            self._reject(f"{camera}.camera_info", f"camera {camera}: CameraInfo {problem}")
             return
         self.infos.add(camera, stamp_ns(msg.header), info)
 
-    def on_tf(self, msg: Any, static: bool) -> None:
-        """A tf2_msgs/TFMessage from /tf or (static) /tf_static."""
+    def on_tf(self, msg: Any, static: bool, receive_ns: int = 0) -> None:
+        """A tf2_msgs/TFMessage from /tf or (static) /tf_static, received at `receive_ns`."""
+        key = "tf_static" if static else "tf"
         for t in msg.transforms:
+            parent, child = str(t.header.frame_id), str(t.child_frame_id)
             tr, q = t.transform.translation, t.transform.rotation
+            sample = Sample(
+                stamp_ns(t.header),
+                (float(tr.x), float(tr.y), float(tr.z)),
+                (float(q.x), float(q.y), float(q.z), float(q.w)),
+            )
+            problem = "" if static else self._dynamic_problem(parent, child, sample, receive_ns)
+            if problem:
+                self._reject(key, f"{parent} <- {child}: {problem}")
+                continue
             try:
                 self.tf.set_transform(
-                    str(t.header.frame_id),
-                    str(t.child_frame_id),
-                    stamp_ns(t.header),
-                    (tr.x, tr.y, tr.z),
-                    (q.x, q.y, q.z, q.w),
+                    parent, child, sample.stamp_ns, sample.translation, sample.rotation,
                     static=static,
-                )
+                )  # fmt: skip
             except (ValueError, TransformError) as err:
-                self._reject("tf", str(err))
+                self._reject(key, str(err))
+
+    def _dynamic_problem(self, parent: str, child: str, sample: Sample, receive_ns: int) -> str:
+        """Stamp and motion checks of a /tf sample; restarts the link on an odometry reset."""
+        problem = self.stamp_guard.check(sample.stamp_ns, receive_ns, self.wall_clock)
+        if problem or not all(math.isfinite(v) for v in (*sample.translation, *sample.rotation)):
+            return problem or "non-finite transform"
+        if max(abs(v) for v in sample.translation) > 1e8:  # 100,000 km: UTM and ECEF fit
+            return f"translation {sample.translation} m is not on this planet"
+        near = self.tf.nearest_sample(parent, child, sample.stamp_ns)
+        nearest = None
+        if near is not None:
+            t, q = near[1], near[2]
+            nearest = Sample(near[0], (t[0], t[1], t[2]), (q[0], q[1], q[2], q[3]))
+        problem, restart = self.motion_guard.check(child, sample, nearest)
+        if restart:
+            LOG.warning(
+                "%s <- %s: odometry jumped and stayed: the link starts again", parent, child
+            )
+            with self._lock:
+                self.odometry_resets += 1
+            self.tf.restart_link(child)
+            for s in restart[:-1]:
+                self.tf.set_transform(parent, child, s.stamp_ns, s.translation, s.rotation)
+        return problem
 
     def flush(self) -> list[Bundle[RawImage]]:
         """The input ended: the bundles that were waiting for frames, decided with what came."""
@@ -179,15 +265,3 @@ class FrontEnd:
     def close(self) -> None:
         """Stop the decoding threads."""
         self.assembler.close()
-
-
-def check_intrinsics(info: CameraIntrinsics) -> str:
-    """'' when a CameraInfo can describe an image, else what is wrong with it."""
-    if len(info.k) != 9 or not all(math.isfinite(v) for v in info.k):
-        return "K must hold 9 finite numbers"
-    if info.width <= 0 or info.height <= 0:
-        return f"has no image size ({info.width}x{info.height})"
-    fx, fy = info.k[0], info.k[4]
-    if fx <= 0 or fy <= 0:
-        return f"focal lengths fx={fx}, fy={fy} must be > 0"
-    return ""

@@ -257,3 +257,85 @@ class ThrottledLog:
 def silent_inputs(monitors: Iterable[InputMonitor]) -> list[InputMonitor]:
     """The inputs that never received anything."""
     return [m for m in monitors if m.last is None]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input of the node: key ('<camera>.image', '<camera>.camera_info', 'tf', 'tf_static'),
+    a label for its status name, the topic it arrives on and its message type."""
+
+    key: str
+    label: str
+    topic: str
+    type_name: str
+
+
+class HealthBoard:
+    """Every monitor of one node, the events that feed them, and its statuses."""
+
+    def __init__(self, cfg: HealthConfig, inputs: Sequence[InputSpec], started: float) -> None:
+        self.cfg, self.started = cfg, started
+        self.inputs = {i.key: InputMonitor(i.label, i.topic, i.type_name) for i in inputs}
+        self.faults = FaultWindow()
+        self.output = OutputMonitor()
+        self.summary = Summary()
+        self.logs = ThrottledLog(5.0)
+        self._missing_seen: dict[str, int] = {}
+
+    def arrived(self, key: str, now: float) -> None:
+        if key in self.inputs:
+            self.inputs[key].arrived(now)
+
+    def refused(self, key: str, now: float, why: str) -> bool:
+        """Record a refused message; True when a log line for it is due (per input)."""
+        if key in self.inputs:
+            self.inputs[key].refused(now, why)
+        self.faults.record(now, f"refused.{key}", why)
+        return self.logs.due(f"refused.{key}", now)
+
+    def fault(self, now: float, reason: str, text: str) -> bool:
+        """Record a processing fault; True when a log line for this reason is due."""
+        self.faults.record(now, reason, text)
+        return self.logs.due(reason, now)
+
+    def missing_frames(self, totals: dict[str, int], now: float) -> None:
+        """Cumulative frames missing from their cycle, per camera (synchroniser counters)."""
+        for camera, total in totals.items():
+            new = total - self._missing_seen.get(camera, 0)
+            self._missing_seen[camera] = total
+            monitor = self.inputs.get(f"{camera}.image")
+            for _ in range(max(0, min(new, 64))):
+                if monitor is not None:
+                    monitor.missing_frame(now)
+
+    def published(self, now: float, latency_s: float) -> None:
+        self.output.published(now, latency_s)
+
+    def silent(self) -> list[InputMonitor]:
+        return silent_inputs(self.inputs.values())
+
+    def statuses(self, now: float, cause: Callable[[str], str] | None = None) -> list[Status]:
+        """Summary first, then processing, output and every input."""
+        cfg = self.cfg
+        inputs = [
+            m.status(now, self.started, cfg, _bind(cause, k)) for k, m in self.inputs.items()
+        ]
+        flowing = any(
+            m.last is not None and now - m.last < cfg.late_s for m in self.inputs.values()
+        )
+        output = self.output.status(now, self.started, cfg, flowing)
+        active = self.faults.active(now, cfg.recovery_s)
+        processing = Status(
+            "flashocc: processing",
+            Level.WARN if active else Level.OK,
+            "; ".join(sorted(set(active.values())))[:400] if active else "ok",
+        )
+        parts = [processing, output, *inputs]
+        return [self.summary.update(now, parts, cfg.recovery_s), *parts]
+
+
+def _bind(cause: Callable[[str], str] | None, key: str) -> Callable[[], str] | None:
+    """`cause` for one input key (asked only when an input is silent)."""
+    if cause is None:
+        return None
+    return lambda: cause(key)

@@ -68,6 +68,44 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
         )
 
 
+def check_raw_layout(
+    encoding: str, width: int, height: int, step: int, nbytes: int, max_pixels: int
+) -> None:
+    """ImageDecodeError unless a raw buffer of `nbytes` can hold the image the fields describe
+    (known encoding, size within max_pixels, step >= row, enough data): the cheap checks,
+    before any pixel is touched."""
+    enc = encoding.strip().lower()
+    bpp = _BPP.get(enc)
+    if bpp is None:
+        raise ImageDecodeError(
+            f"unsupported encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}"
+        )
+    _check_size(width, height, max_pixels)
+    if bpp == 2 and enc != "mono16" and width % 2:
+        raise ImageDecodeError(f"{enc} needs an even width (2 pixels per 4 bytes), got {width}")
+    if step < width * bpp:
+        raise ImageDecodeError(f"step {step} < width {width} * {bpp} bytes per pixel ({enc})")
+    if nbytes < step * height:
+        raise ImageDecodeError(
+            f"data has {nbytes} bytes, {enc} {width}x{height} with step {step} needs "
+            f"{step * height}"
+        )
+
+
+def compressed_size(fmt: str, data: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """(width, height) from a JPEG / PNG header without decoding; ImageDecodeError when the
+    format is not supported or the header is not there."""
+    kind = _compressed_kind(fmt)
+    raw = bytes(data)
+    if kind == "jpeg":
+        if not raw.startswith(_JPEG_MAGIC):
+            raise ImageDecodeError(f"format {fmt!r} says JPEG but the data has no JPEG header")
+        return _jpeg_size(raw)
+    if not raw.startswith(_PNG_MAGIC):
+        raise ImageDecodeError(f"format {fmt!r} says PNG but the data has no PNG signature")
+    return _png_size(raw)
+
+
 def decode_image(
     encoding: str,
     width: int,
@@ -82,24 +120,11 @@ def decode_image(
 
     Raises ImageDecodeError for unknown encodings, bad sizes, short steps or short data.
     """
+    check_raw_layout(encoding, width, height, step, memoryview(data).nbytes, max_pixels)
     enc = encoding.strip().lower()
-    bpp = _BPP.get(enc)
-    if bpp is None:
-        raise ImageDecodeError(
-            f"unsupported encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}"
-        )
-    _check_size(width, height, max_pixels)
-    if bpp == 2 and enc != "mono16" and width % 2:
-        raise ImageDecodeError(f"{enc} needs an even width (2 pixels per 4 bytes), got {width}")
+    bpp = _BPP[enc]
     row = width * bpp
-    if step < row:
-        raise ImageDecodeError(f"step {step} < width {width} * {bpp} bytes per pixel ({enc})")
     need = step * height
-    size = memoryview(data).nbytes
-    if size < need:
-        raise ImageDecodeError(
-            f"data has {size} bytes, {enc} {width}x{height} with step {step} needs {need}"
-        )
     buf = np.frombuffer(data, dtype=np.uint8, count=need)
     rows = buf.reshape(height, step)[:, :row]  # (H, W*bpp) view, padding dropped
     if enc == "mono16":
@@ -167,16 +192,9 @@ def decode_compressed(
     """
     kind = _compressed_kind(fmt)
     raw = bytes(data)
-    if kind == "jpeg":
-        if not raw.startswith(_JPEG_MAGIC):
-            raise ImageDecodeError(f"format {fmt!r} says JPEG but the data has no JPEG header")
-        width, height = _jpeg_size(raw)
-        if not raw.rstrip(b"\x00").endswith(b"\xff\xd9"):
-            raise ImageDecodeError("truncated JPEG: missing end-of-image marker")
-    else:
-        if not raw.startswith(_PNG_MAGIC):
-            raise ImageDecodeError(f"format {fmt!r} says PNG but the data has no PNG signature")
-        width, height = _png_size(raw)
+    width, height = compressed_size(fmt, raw)
+    if kind == "jpeg" and not raw.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        raise ImageDecodeError("truncated JPEG: missing end-of-image marker")
     _check_size(width, height, max_pixels)
     try:
         img = cv2.imdecode(np.frombuffer(raw, dtype=np.uint8), cv2.IMREAD_COLOR)

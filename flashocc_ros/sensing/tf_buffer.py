@@ -2,12 +2,15 @@
 In: (parent, child, stamp ns, translation xyz, quaternion xyzw) samples. Out: (4, 4) transforms.
 
 `lookup(target, source, stamp)` returns the homogeneous matrix ``T_target<-source`` (it maps
-points expressed in `source` into `target`), composed along the tree through the common ancestor;
-dynamic links are interpolated at the stamp between the samples on both sides (linear translation,
-quaternion slerp), as tf2's buffer does, and a stamp outside a link's samples raises, as in tf2.
-A sample is never held: a caller that accepts extrapolation asks for it explicitly
-(`extrapolate_ns`), and gets the motion of the link's two nearest samples carried on at constant
-velocity, for at most that long. Each child has one parent (a tree, as in tf2). Thread-safe.
+points expressed in `source` into `target`), composed along the tree through the common ancestor.
+Dynamic links are interpolated at the stamp between the samples on both sides (linear
+translation, quaternion slerp), as tf2's buffer does, and a stamp outside a link's samples
+raises, as in tf2. A sample is never held: a caller that accepts extrapolation asks for it
+explicitly (`extrapolate_ns`), and gets the motion of the link's two nearest samples carried on
+at constant velocity, for at most that long. Each child has one parent (a tree, as in tf2); a
+frame keeps the first parent it was given (tf2 would switch to a new one: here a transform that
+re-parents a frame or closes a loop is refused, so one stray message cannot cut a camera off its
+vehicle). Thread-safe.
 """
 
 from __future__ import annotations
@@ -185,22 +188,21 @@ class TfBuffer:
             raise ValueError(f"invalid frame ids parent={parent!r} child={child!r}")
         t = np.asarray(translation, dtype=np.float64).reshape(3)
         q = np.asarray(rotation, dtype=np.float64).reshape(4)
-        norm = float(np.linalg.norm(q))
-        if not np.all(np.isfinite(t)) or not math.isfinite(norm) or norm < 1e-9:
+        biggest = float(np.max(np.abs(q))) if np.all(np.isfinite(q)) else math.nan
+        if not np.all(np.isfinite(t)) or not biggest > 1e-9:  # NaN fails the comparison
             raise ValueError(f"non-finite transform {parent} <- {child}: t={t}, q={q}")
-        q = q / norm
+        q = q / biggest  # scaled first: the norm of huge components would overflow
+        q = q / float(np.linalg.norm(q))
         with self._lock:
             link = self._links.get(child)
             if link is not None and (link.parent != parent or link.static != static):
-                _LOG.warning(
-                    "frame %s: parent %s (%s) replaced by %s (%s)",
-                    child,
-                    link.parent,
-                    "static" if link.static else "dynamic",
-                    parent,
-                    "static" if static else "dynamic",
+                raise ValueError(
+                    f"frame {child!r} already has the {'static' if link.static else 'dynamic'} "
+                    f"parent {link.parent!r}; a {'static' if static else 'dynamic'} transform "
+                    f"from {parent!r} is refused (a frame has one parent)"
                 )
-                link = None
+            if link is None and child in self._chain(parent):
+                raise ValueError(f"{parent!r} <- {child!r} would close a loop in the tree")
             if link is None:
                 link = _Link(parent, static)
                 self._links[child] = link
@@ -229,6 +231,28 @@ class TfBuffer:
         cut = max(cut, len(link.stamps) - self._max)
         if cut > 0:
             del link.stamps[:cut], link.translations[:cut], link.rotations[:cut]
+
+    def nearest_sample(
+        self, parent: str, child: str, stamp_ns: int
+    ) -> tuple[int, F64, F64] | None:
+        """(stamp, translation (3,), quaternion (4,)) of the dynamic link parent <- child
+        sample nearest `stamp_ns`; None when the link is unknown, static or has another parent."""
+        parent, child = _normalise_frame(parent), _normalise_frame(child)
+        with self._lock:
+            link = self._links.get(child)
+            if link is None or link.static or link.parent != parent or not link.stamps:
+                return None
+            i = bisect.bisect_left(link.stamps, stamp_ns)
+            cands = [j for j in (i - 1, i) if 0 <= j < len(link.stamps)]
+            j = min(cands, key=lambda j: abs(link.stamps[j] - stamp_ns))
+            return link.stamps[j], link.translations[j], link.rotations[j]
+
+    def restart_link(self, child: str) -> None:
+        """Forget every sample of the dynamic link to `child` (an odometry reset)."""
+        with self._lock:
+            link = self._links.get(_normalise_frame(child))
+            if link is not None and not link.static:
+                link.stamps, link.translations, link.rotations = [], [], []
 
     def clear(self) -> None:
         """Drop all dynamic samples (e.g. after time went backwards); static links stay."""

@@ -84,7 +84,7 @@ class Injector:
 
     def _on_diag(self, msg: Any) -> None:
         for st in msg.status:
-            if st.name.startswith("flashocc"):
+            if st.name == "flashocc: processing":
                 self.diag = {kv.key: kv.value for kv in st.values}
 
     def spin(self, seconds: float) -> None:

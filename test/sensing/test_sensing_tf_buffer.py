@@ -252,3 +252,18 @@ def test_matrix_to_quaternion_inverts_quaternion_to_matrix(q: tuple[float, ...])
     assert back[3] >= 0 and abs(abs(float(back @ np.asarray(q))) - 1.0) < 1e-9  # q or -q
     for turn in (np.diag([1.0, -1.0, -1.0]), np.diag([-1.0, 1.0, -1.0]), np.diag([-1, -1, 1.0])):
         np.testing.assert_allclose(quaternion_to_matrix(matrix_to_quaternion(turn)), turn)
+
+
+def test_a_frame_keeps_its_parent_and_no_loop_can_be_made() -> None:
+    buf = TfBuffer()
+    buf.set_transform("base_link", "cam", 0, (1, 0, 0), (0, 0, 0, 1), static=True)
+    buf.set_transform("odom", "base_link", 10, (0, 0, 0), (0, 0, 0, 1))
+    with pytest.raises(ValueError, match="already has the static parent 'base_link'"):
+        buf.set_transform("0", "cam", 0, (0, 0, 0), (0, 0, 0, 1), static=True)
+    with pytest.raises(ValueError, match="already has the static parent"):
+        buf.set_transform("base_link", "cam", 10, (0, 0, 0), (0, 0, 0, 1))  # static -> dynamic
+    with pytest.raises(ValueError, match="close a loop"):
+        buf.set_transform("cam", "odom", 0, (0, 0, 0), (0, 0, 0, 1), static=True)
+    assert buf.lookup("odom", "cam", 10)[0, 3] == 1.0
+    buf.set_transform("base_link", "cam", 0, (2, 0, 0), (0, 0, 0, 1), static=True)  # recalibrated
+    assert buf.lookup("odom", "cam", 10)[0, 3] == 2.0
