@@ -25,6 +25,7 @@ Concurrency model
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections import Counter
@@ -622,7 +623,11 @@ def main(args: list[str] | None = None) -> int:
         except ExternalShutdownException:
             pass
         finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):  # stopping already: later ones too
+                signal.signal(sig, signal.SIG_IGN)
             executor.shutdown()
             node.destroy_node()
             rclpy.try_shutdown()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # StopSignals restored the defaults
+        signal.signal(sig, signal.SIG_IGN)
     return 0

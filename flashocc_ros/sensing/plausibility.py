@@ -5,8 +5,9 @@ plausible input, else one line saying why it is refused.
 Limits are parameters (node_config): a refused input is counted and never reaches a grid.
 
 * Stamps: not positive; delay (receive time - stamp) far from the recent median delay of all
-  images and /tf samples (one hostile stamp cannot move it; a bag loop moves it after half a
-  window, losing a fraction of a second); optionally, without sim time, far from the clock.
+  images and /tf samples (one hostile stamp cannot move it; a bag loop, where every input's
+  delay changes at once, is followed after 8 consistent messages); optionally, without sim
+  time, far from the clock.
 * Images and CameraInfo: smaller than a fraction of the network input; CameraInfo focal lengths
   outside a range relative to the image width, principal point far outside the image, a last
   row of K other than (0, 0, 1).
@@ -34,6 +35,8 @@ NS = 1_000_000_000
 class StampGuard:
     """Refuses stamps that are not positive or whose delay is off the recent median."""
 
+    REBASE_AFTER = 8  # consistent off-median messages in a row that are a time reset
+
     def __init__(
         self, max_skew_ns: int, max_age_ns: int = 0, window: int = 64, min_samples: int = 8
     ) -> None:
@@ -43,6 +46,7 @@ class StampGuard:
         self.min_samples = min_samples
         self._delays: collections.deque[int] = collections.deque(maxlen=window)
         self._sorted: list[int] = []
+        self._suspects: list[int] = []  # delays of the refused messages in a row
 
     def check(self, stamp_ns: int, receive_ns: int, wall_clock: bool) -> str:
         """'' when `stamp_ns` (received at `receive_ns`) is plausible, else why not."""
@@ -55,12 +59,25 @@ class StampGuard:
                 f"{self.max_age_ns / NS:g}; a recording needs --clock and use_sim_time)"
             )
         median = self._median()
-        self._push(delay)
         if self.max_skew_ns and median is not None and abs(delay - median) > self.max_skew_ns:
-            return (
-                f"stamp is {(median - delay) / NS:+.1f} s off the other inputs' stamps "
-                f"(max_stamp_skew_s {self.max_skew_ns / NS:g})"
-            )
+            self._suspects.append(delay)
+            if len(self._suspects) < self.REBASE_AFTER or (
+                max(self._suspects) - min(self._suspects) > self.max_skew_ns
+            ):
+                if len(self._suspects) >= self.REBASE_AFTER:
+                    del self._suspects[0]
+                return (
+                    f"stamp is {(median - delay) / NS:+.1f} s off the other inputs' stamps "
+                    f"(max_stamp_skew_s {self.max_skew_ns / NS:g})"
+                )
+            self._delays.clear()  # every input moved together: time was reset
+            self._sorted.clear()
+            for d in self._suspects:
+                self._push(d)
+            self._suspects.clear()
+            return ""
+        self._suspects.clear()
+        self._push(delay)
         return ""
 
     def _median(self) -> int | None:

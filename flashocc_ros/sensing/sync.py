@@ -24,7 +24,7 @@ whenever that one is nearer; here each camera's own phase decides):
   Both are counted per camera.
 * A frame whose stamp repeats the camera's previous one is a DUPLICATE (ignored); a stamp more than
   `jump_back` older than the camera's newest means time went backwards (bag loop, simulator
-  reset): everything pending is dropped, measured phases are measured again, `on_reset` is called.
+  reset): everything pending is dropped (phases and periods are kept), `on_reset` is called.
   A frame slightly older than the camera's newest (reordered delivery) is still used while its
   bundle is undecided; after that it is LATE.
 * Until a camera's phase is known its bundles wait: bounded by `max_pending`, and given up (the
@@ -160,6 +160,7 @@ class _Camera(Generic[T]):
         self.phase: int | None = phase_ns
         self.measured = phase_ns is None  # phase measured from the streams (not configured)
         self.logged: int | None = None  # phase last reported in the log
+        self.period: int | None = None  # the camera's own frame period, last measured
 
     def insert(self, frame: Frame[T]) -> None:
         i = bisect.bisect_left(self.stamps, frame.stamp_ns)
@@ -196,6 +197,7 @@ class BundleSynchronizer(Generic[T]):
         self._on_reset = on_reset
         self._lock = threading.Lock()
         self._cams: dict[str, _Camera[T]] = {}
+        self._kept_period: int | None = None
         self._keys: list[Frame[T]] = []  # undecided bundles' key frames, stamp order
         self._key_stamps: collections.deque[int] = collections.deque(maxlen=_BUFFER)
         self._last_key: int | None = None  # newest key stamp decided (bundle emitted / dropped)
@@ -213,16 +215,29 @@ class BundleSynchronizer(Generic[T]):
         """(N,) camera names; index 0 is the key camera."""
         return self.cfg.cameras
 
-    def _init_cameras(self) -> None:
+    def _init_cameras(self, keep_timing: bool = False) -> None:
+        """Fresh per-camera state; `keep_timing` (a time reset: the rig is the same) keeps the
+        measured phases and periods, so a short looping recording is bundled at once."""
         offsets = self.cfg.offsets_ns
+        old = self._cams
         self._cams = {
             name: _Camera(0 if i == 0 else (offsets[i] if offsets is not None else None))
             for i, name in enumerate(self.cfg.cameras)
         }
+        if keep_timing:
+            for name, cam in self._cams.items():
+                cam.phase, cam.logged, cam.period = (
+                    old[name].phase,
+                    old[name].logged,
+                    old[name].period,
+                )
+            self._kept_period = self._period()
+        else:
+            self._kept_period = None
+            self._spread = {}
         self._key_stamps.clear()
         self._keys.clear()
         self._last_key = None
-        self._spread = {}
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -262,7 +277,9 @@ class BundleSynchronizer(Generic[T]):
     def reset(self) -> None:
         """Forget all buffered frames, pending bundles and measured phases."""
         with self._lock:
-            self._reset_locked()
+            self._drops[DropReason.TIME_BACKWARDS] += len(self._keys)
+            self._resets += 1
+            self._init_cameras()
 
     def stats(self) -> SyncStats:
         """Frozen snapshot of the counters and the timing in use."""
@@ -284,10 +301,11 @@ class BundleSynchronizer(Generic[T]):
     def _reset_locked(self) -> None:
         self._drops[DropReason.TIME_BACKWARDS] += len(self._keys)
         self._resets += 1
-        self._init_cameras()
+        self._init_cameras(keep_timing=True)
 
     def _period(self) -> int | None:
-        return median_period_ns(list(self._key_stamps))
+        """The key camera's period: measured, else the one kept over a time reset."""
+        return median_period_ns(list(self._key_stamps)) or self._kept_period
 
     def _add_locked(self, cam: _Camera[T], frame: Frame[T]) -> list[Bundle[T]]:
         stamp = frame.stamp_ns
@@ -308,6 +326,7 @@ class BundleSynchronizer(Generic[T]):
                 return []
             cam.insert(frame)
             cam.recent.append(stamp)
+            cam.period = median_period_ns(list(cam.recent)) or cam.period
         cam.newest = stamp if cam.newest is None else max(cam.newest, stamp)
         self._measure_phases()
         out = self._decide_pending(final=False)
@@ -339,7 +358,13 @@ class BundleSynchronizer(Generic[T]):
             if not cam.measured or name == key:
                 continue
             est = estimate_phase(
-                keys, cam.recent, period, self.cfg.phase_samples, between_keys=not final
+                keys,
+                cam.recent,
+                period,
+                self.cfg.phase_samples,
+                between_keys=not final,
+                near=cam.phase,
+                within_ns=self.cfg.tolerance_ns,
             )
             if est is not None:
                 cam.phase = est.phase_ns
@@ -379,8 +404,7 @@ class BundleSynchronizer(Generic[T]):
 
     def _unique_in_window(self, cam: _Camera[T]) -> bool:
         """True when the camera cannot deliver two frames within one tolerance window."""
-        period = median_period_ns(list(cam.recent))
-        return period is not None and period > 2 * self.cfg.tolerance_ns
+        return cam.period is not None and cam.period > 2 * self.cfg.tolerance_ns
 
     def _decide_locked(self, key: Frame[T], *, final: bool) -> list[Frame[T] | None] | None:
         """Each camera's frame of the key's cycle (None: missing) once all are decided."""

@@ -27,15 +27,18 @@ from dataclasses import dataclass
 
 
 def median_period_ns(stamps: Sequence[int]) -> int | None:
-    """Median difference of consecutive sorted stamps (ns); None with fewer than 3 stamps.
+    """Lower median of the differences of consecutive sorted stamps (ns); None with fewer than
+    2 stamps.
 
-    The median ignores a dropped frame (one difference of two periods) while most are present.
+    A dropped frame makes one difference of two periods; the lower median ignores it while at
+    least half the differences are single periods (two stamps around a drop give twice the
+    period: still enough to wrap phases of a staggered rig).
     """
-    if len(stamps) < 3:
+    if len(stamps) < 2:
         return None
     ordered = sorted(stamps)
     diffs = [b - a for a, b in itertools.pairwise(ordered) if b > a]
-    return int(statistics.median(diffs)) if diffs else None
+    return int(statistics.median_low(diffs)) if diffs else None
 
 
 def wrap_offset(offset_ns: float, period_ns: int) -> float:
@@ -60,12 +63,16 @@ def estimate_phase(
     *,
     latest: int = 16,
     between_keys: bool = True,
+    near: int | None = None,
+    within_ns: int = 0,
 ) -> PhaseEstimate | None:
     """Phase of a camera from its `stamps` against `key_stamps` (both any order, ns).
 
     Uses the latest `latest` stamps that lie between the first and the last key stamp (with
     `between_keys` False: any stamp, for a recording too short to measure properly); None while
-    fewer than `samples` qualify or without a period.
+    fewer than `samples` qualify or without a period. `near` (a current estimate) with
+    `within_ns`: offsets further than that from it are left out (a frame whose own key frame
+    is missing is measured against another cycle's key frame).
     """
     if period_ns <= 0 or not key_stamps:
         return None
@@ -80,7 +87,11 @@ def estimate_phase(
         while j + 1 < len(keys) and keys[j + 1] <= s:
             j += 1
         nearest = keys[j] if j + 1 == len(keys) or s - keys[j] <= keys[j + 1] - s else keys[j + 1]
-        offsets.append(wrap_offset(s - nearest, period_ns))
+        offset = wrap_offset(s - nearest, period_ns)
+        if near is None or abs(wrap_offset(offset - near, period_ns)) <= within_ns:
+            offsets.append(offset)
+    if not offsets:
+        return None
     angle = [2.0 * math.pi * o / period_ns for o in offsets]
     mean = math.atan2(sum(map(math.sin, angle)), sum(map(math.cos, angle)))
     phase = wrap_offset(mean / (2.0 * math.pi) * period_ns, period_ns)

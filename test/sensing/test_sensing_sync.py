@@ -324,7 +324,7 @@ def test_wrap_offset_and_period() -> None:
     assert wrap_offset(42, 100) == 42 and wrap_offset(58, 100) == -42
     assert wrap_offset(-50, 100) == -50 and wrap_offset(50, 100) == -50
     assert median_period_ns([0, 100, 200, 400, 500]) == 100  # one dropped frame
-    assert median_period_ns([0, 100]) is None
+    assert median_period_ns([0, 100]) == 100 and median_period_ns([5]) is None
 
 
 @pytest.mark.parametrize("phase_ms", [-49, -30, 0, 8, 42, 49])
@@ -363,3 +363,29 @@ def test_unwrap_takes_the_rig_sweep_as_the_cycle() -> None:
                                             "c": 15 * MS, "d": 30 * MS}  # fmt: skip
     assert unwrap_cycle({"k": 0, "a": 45 * MS}, "k", 100 * MS) == {"k": 0, "a": 45 * MS}
     assert unwrap_cycle({"k": 0, "a": 55 * MS}, "k", 100 * MS) == {"k": 0, "a": -45 * MS}
+
+
+def test_a_short_looping_recording_is_bundled_in_every_loop() -> None:
+    """Two 2 Hz keyframes played in a loop: the measured phases survive the time resets, so
+    every loop gives its bundles (a recording shorter than any warm-up)."""
+    rig = Rig(NUSC, 500_000_000, tuple(8 * MS * i for i in range(6)))
+    loop = rig.frames(2, random.Random(0))
+    sync: BundleSynchronizer[RigFrame] = BundleSynchronizer(SyncConfig(NUSC))
+    got = []
+    for _ in range(5):
+        got += run(sync, loop)
+    assert sync.stats().resets == 4
+    assert len(got) >= 8  # each loop's first bundle is decided by its second key frame
+
+
+def test_missing_key_frames_do_not_move_the_measured_phases() -> None:
+    """A camera frame whose key frame is missing is measured against another cycle's key
+    frame: those offsets are left out of the running estimate (and of the period)."""
+    rig = Rig(NUSC, 500_000_000, tuple(8 * MS * i for i in range(6)), jitter_ns=1 * MS,
+              dropped={(4, 0), (9, 0), (10, 0)})  # fmt: skip
+    sync: BundleSynchronizer[RigFrame] = BundleSynchronizer(SyncConfig(NUSC))
+    run(sync, rig.frames(16, random.Random(4)))
+    stats = sync.stats()
+    assert stats.period_ns is not None and abs(stats.period_ns - 500_000_000) <= 2 * MS
+    for i, name in enumerate(NUSC):
+        assert abs((stats.phases_ns[name] or 0) - 8 * MS * i) <= 2 * MS, (name, stats.phases_ns)
