@@ -72,7 +72,7 @@ def test_hostile_inputs_are_refused_and_grids_stay_right(
         t += STEP
         inj.bundle(t, hostile_tf=t + 10_000_000)
         assert inj.wait(lambda: t in inj.stamps), inj.diag
-        assert refused(inj, "tf", "moves 1000")
+        assert inj.wait(lambda: refused(inj, "tf", "moves 1000")), inj.diag
         assert abs(inj.ego_x[t] - t / 1e9) < 0.005
 
         # A 1x1 image with a 1x1 CameraInfo: both refused, no grid from that cycle.
