@@ -274,7 +274,9 @@ class NodeConfig:
     )
     latency_warn_s: float = field(
         default=1.0,
-        metadata=_doc("End-to-end latency (publish time - image stamp) above this is WARN, s."),
+        metadata=_doc(
+            "Latency from a key frame coming in to its grid going out above this is WARN, s."
+        ),
     )
     startup_watchdog_s: float = field(
         default=5.0,

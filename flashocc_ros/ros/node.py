@@ -118,6 +118,7 @@ class FlashOccNode(Node):
         self.waiting: PoseWaitList[Bundle[RawImage]] = PoseWaitList(self.params.tf_timeout_s)
         self._reset_waiting = threading.Event()
         self._started = self._last_image = time.monotonic()
+        self._key_received: dict[int, float] = {}  # key frame stamp -> receive time (steady)
         self._watchdog_done = False
         self._inputs: dict[str, tuple[Any, InputSpec]] = {}  # key -> (subscription, spec)
         self._create_io()
@@ -251,7 +252,8 @@ class FlashOccNode(Node):
         `key`."""
         sub = self.create_subscription(msg_type, topic, self._guarded(key, callback), qos)
         type_name = f"{msg_type.__module__.split('.')[0]}/msg/{msg_type.__name__}"
-        spec = InputSpec(key, label or topic.lstrip("/"), sub.topic_name, type_name)
+        once = key == "tf_static" or key.endswith(".camera_info")  # may well be latched
+        spec = InputSpec(key, label or topic.lstrip("/"), sub.topic_name, type_name, once)
         self._inputs[key] = (sub, spec)
 
     def _guarded(self, key: str, callback: Any) -> Any:
@@ -307,6 +309,11 @@ class FlashOccNode(Node):
         self._count(f"images_in.{name}")
         self._last_image = now = time.monotonic()
         self.health.arrived(f"{name}.image", now)
+        if name == self.params.camera_names[0]:  # when each key frame came in, for the latency
+            stamp = rclpy.time.Time.from_msg(msg.header.stamp).nanoseconds
+            self._key_received[stamp] = now
+            while len(self._key_received) > 64:
+                del self._key_received[next(iter(self._key_received))]
         bundles = self.frontend.on_image(name, msg, self._now_ns())
         if bundles:  # the bundles one frame decides travel together (in stamp order)
             self.queue.put(bundles)
@@ -401,7 +408,9 @@ class FlashOccNode(Node):
         with self._lock:
             self.latency_ms = timings
             self.counters["bundles_processed"] += 1
-        self.health.published(time.monotonic(), (self._now_ns() - result.stamp_ns) / 1e9)
+        now = time.monotonic()
+        received = self._key_received.get(result.stamp_ns, now)
+        self.health.published(now, now - received)  # key frame in -> grid out, seconds
         self.pub_latency.publish(
             DiagnosticStatus(
                 name=f"flashocc latency ms, bundle {result.stamp_ns}",

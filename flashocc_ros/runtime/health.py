@@ -9,9 +9,11 @@ diagnostic_msgs/DiagnosticStatus):
 * an **input** (a camera's image or CameraInfo, /tf) is OK while messages come; WARN when the last
   one is older than `late_s`, when some of its frames were missing from their trigger cycle or
   refused within the last `recovery_s`; ERROR when nothing came for `missing_s` (or never did:
-  the message says why, when the node can tell: no publisher, another type, incompatible QoS);
-* the **output** is WARN when inputs arrive but no grid came out for `late_s`, or when the
-  end-to-end latency (time the grid is published minus its stamp) exceeds `latency_warn_s`;
+  the message says why, when the node can tell: no publisher, another type, incompatible QoS).
+  Inputs that may be published once (/tf_static, CameraInfo) only need one message;
+* the **output** is WARN when inputs arrive but no grid came out for `missing_s`, or when the
+  latency (from the key camera's frame coming in to its grid going out: waiting for the other
+  cameras and /tf, decoding, the network, publishing) exceeds `latency_warn_s`;
 * **processing** is WARN while any fault (a failed or refused bundle) happened within `recovery_s`;
 * the **summary** is the worst of them, and returns to OK only once everything has been OK for
   `recovery_s` (so a flapping input is not reported healthy between two faults).
@@ -78,10 +80,12 @@ class _Events:
 class InputMonitor:
     """One input topic: when messages arrive, and what went wrong with them lately."""
 
-    def __init__(self, label: str, topic: str, type_name: str) -> None:
+    def __init__(self, label: str, topic: str, type_name: str, once: bool = False) -> None:
         """label: e.g. 'CAM_FRONT image'; topic: the resolved topic name; type_name: e.g.
-        'sensor_msgs/msg/Image'."""
+        'sensor_msgs/msg/Image'; once: one message is enough (/tf_static, a CameraInfo that a
+        driver publishes once): no late / missing by age after the first."""
         self.label, self.topic, self.type_name = label, topic, type_name
+        self.once = once
         self.count = 0
         self.last: float | None = None
         self._arrivals = _Events()
@@ -129,6 +133,8 @@ class InputMonitor:
             return Status(name, Level.OK, f"waiting for the first message on {where}",
                           tuple(values))  # fmt: skip
         age = now - self.last
+        if self.once:
+            age = 0.0
         if age >= cfg.missing_s:
             return Status(name, Level.ERROR, f"missing: last message {age:.1f} s ago on {where}",
                           tuple(values))  # fmt: skip
@@ -171,7 +177,7 @@ class OutputMonitor:
 
     count: int = 0
     last: float | None = None
-    latency_s: float | None = None  # of the latest grid
+    latency_s: float | None = None  # of the latest grid: key frame received -> grid published
     _events: _Events = field(default_factory=_Events)
 
     def published(self, now: float, latency_s: float) -> None:
@@ -189,7 +195,7 @@ class OutputMonitor:
         )
         name = "flashocc: output"
         since = now - (self.last if self.last is not None else started)
-        if inputs_flow and since >= cfg.late_s:
+        if inputs_flow and since >= cfg.missing_s:
             what = "no grid yet" if self.last is None else f"no grid for {since:.1f} s"
             return Status(name, Level.WARN, f"{what} while inputs arrive", values)
         if (
@@ -200,7 +206,7 @@ class OutputMonitor:
             return Status(
                 name,
                 Level.WARN,
-                f"latency {self.latency_s:.2f} s (publish time - stamp) above "
+                f"latency {self.latency_s:.2f} s (key frame in -> grid out) above "
                 f"{cfg.latency_warn_s:.2f} s",
                 values,
             )
@@ -268,6 +274,7 @@ class InputSpec:
     label: str
     topic: str
     type_name: str
+    once: bool = False  # one message is enough (latched)
 
 
 class HealthBoard:
@@ -275,7 +282,7 @@ class HealthBoard:
 
     def __init__(self, cfg: HealthConfig, inputs: Sequence[InputSpec], started: float) -> None:
         self.cfg, self.started = cfg, started
-        self.inputs = {i.key: InputMonitor(i.label, i.topic, i.type_name) for i in inputs}
+        self.inputs = {i.key: InputMonitor(i.label, i.topic, i.type_name, i.once) for i in inputs}
         self.faults = FaultWindow()
         self.output = OutputMonitor()
         self.summary = Summary()

@@ -22,6 +22,7 @@ FAST = {  # seconds, so that the test does not wait long for each level
     "health_missing_s": "1.5",
     "health_recovery_s": "1.0",
     "startup_watchdog_s": "2.0",
+    "latency_warn_s": "30.0",  # a loaded test machine: latency is not what these tests check
 }
 STEP = 500_000_000
 
@@ -113,6 +114,7 @@ def test_health_follows_the_inputs_down_and_back(
         t = 10 * 10**9
 
         def run(seconds: float, skip: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+            """Publish the rig at 4 Hz for `seconds` (without the cameras in `skip`)."""
             nonlocal t
             end = inj.node.get_clock().now().nanoseconds + seconds * 1e9
             while inj.node.get_clock().now().nanoseconds < end:
@@ -123,14 +125,17 @@ def test_health_follows_the_inputs_down_and_back(
                 t += STEP // 2
                 inj.spin(0.25)
 
-        run(3.0)
-        assert inj.wait(lambda: inj.levels.get(summary) == OK, 10), inj.messages
+        run(4.0)
+        assert inj.levels.get(summary) == OK, inj.messages
         run(2.5, skip={"CAM_BACK"})  # one camera dead: its input ERROR, no grid, summary ERROR
         assert inj.levels.get(back) == ERROR, inj.messages
         assert "missing" in inj.messages[back]
         assert inj.levels.get(summary) == ERROR and "CAM_BACK" in inj.messages[summary]
-        run(3.0)  # back: OK again once everything was OK for health_recovery_s
-        assert inj.wait(lambda: inj.levels.get(summary) == OK, 10), inj.messages
+        run(0.5)
+        assert inj.levels.get(summary) == ERROR  # recovering: held for health_recovery_s
+        assert inj.messages[summary].startswith("recovering"), inj.messages
+        run(3.0)  # OK again once everything was OK for health_recovery_s
+        assert inj.levels.get(summary) == OK, inj.messages
         assert inj.levels.get(back) == OK
     finally:
         stop(proc, log, inj)

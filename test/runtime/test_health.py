@@ -59,9 +59,9 @@ def test_refused_and_missing_frames_warn_for_the_recovery_window() -> None:
 
 def test_output_warns_when_inputs_flow_but_no_grid_comes_and_on_latency() -> None:
     out = OutputMonitor()
-    assert out.status(0.5, 0.0, CFG, inputs_flow=True).level == Level.OK
-    assert out.status(1.5, 0.0, CFG, inputs_flow=True).level == Level.WARN
-    assert out.status(1.5, 0.0, CFG, inputs_flow=False).level == Level.OK  # nothing to do
+    assert out.status(2.5, 0.0, CFG, inputs_flow=True).level == Level.OK
+    assert out.status(3.5, 0.0, CFG, inputs_flow=True).level == Level.WARN
+    assert out.status(3.5, 0.0, CFG, inputs_flow=False).level == Level.OK  # nothing to do
     out.published(2.0, 0.2)
     assert out.status(2.1, 0.0, CFG, inputs_flow=True).level == Level.OK
     out.published(2.2, 0.9)
