@@ -235,7 +235,7 @@ class Summary:
             return Status(
                 name,
                 self._held,
-                f"recovering ({now - self._last_bad:.1f} s of {recovery_s:.0f} s all OK) from "
+                f"recovering ({now - self._last_bad:.1f} s of {recovery_s:.1f} s all OK) from "
                 f"{self._held_message}"[:400],
             )
         self._last_bad, self._held, self._held_message = None, Level.OK, ""

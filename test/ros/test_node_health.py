@@ -132,8 +132,7 @@ def test_health_follows_the_inputs_down_and_back(
         assert "missing" in inj.messages[back]
         assert inj.levels.get(summary) == ERROR and "CAM_BACK" in inj.messages[summary]
         run(0.5)
-        assert inj.levels.get(summary) == ERROR  # recovering: held for health_recovery_s
-        assert inj.messages[summary].startswith("recovering"), inj.messages
+        assert inj.levels.get(summary) != OK, inj.messages  # not before a window of all OK
         run(3.0)  # OK again once everything was OK for health_recovery_s
         assert inj.levels.get(summary) == OK, inj.messages
         assert inj.levels.get(back) == OK
