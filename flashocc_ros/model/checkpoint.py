@@ -196,7 +196,8 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Tensor]) -
 
 
 def load_checkpoint_into(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load an official `.pth`/`.pt` or our `.safetensors` file strictly into `model`."""
+    """Load an official `.pth`/`.pt` or our `.safetensors` file strictly into `model`; when the
+    tensors do not fit, the error names the model presets they do fit."""
     path = Path(path)
     if path.suffix == ".safetensors":
         header, _ = _read_header(path)
@@ -208,8 +209,35 @@ def load_checkpoint_into(model: nn.Module, path: str | Path) -> nn.Module:
             state = translate_state_dict(extract_state_dict(container))
         except CheckpointError as err:
             raise CheckpointError(f"{path} is a pickle that holds no checkpoint: {err}") from err
-    load_state_dict_strict(model, state)
+    try:
+        load_state_dict_strict(model, state)
+    except CheckpointError as err:
+        fits = presets_that_fit(state)
+        hint = (
+            f"it fits model_config {' or '.join(fits)}"
+            if fits
+            else "no model preset fits it (a model YAML with its architecture may)"
+        )
+        raise CheckpointError(f"{err}; {hint}") from err
     return model
+
+
+def presets_that_fit(state: Mapping[str, Tensor]) -> list[str]:
+    """The model presets whose tensors have exactly the names and shapes of `state` (each
+    preset is built on the meta device: nothing large is allocated)."""
+    from flashocc_ros.config import PRESETS
+
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    out = []
+    for name, cfg in PRESETS.items():
+        try:
+            with _ParametersOnMeta():
+                skeleton = build_model(cfg)
+        except (ValueError, RuntimeError):
+            continue
+        if {k: tuple(v.shape) for k, v in skeleton.state_dict().items()} == shapes:
+            out.append(name)
+    return out
 
 
 # --- our format ----------------------------------------------------------------------------------

@@ -194,3 +194,19 @@ def test_int8_weight_storage_is_small_bounded_and_keeps_the_rest_exact(tmp_path:
     with torch.no_grad():
         agree = (model.predict(x, calib) == loaded.predict(x, calib)).float().mean()
     assert agree > 0.97
+
+
+def test_a_checkpoint_for_another_preset_says_which_preset_it_fits(tmp_path: Path) -> None:
+    """Weights of the `tiny` preset loaded as `demo`: refused, naming `tiny` (found on the meta
+    device, nothing allocated)."""
+    from flashocc_ros.config import model_config
+    from flashocc_ros.model.checkpoint import CheckpointError, load_checkpoint_into
+    from flashocc_ros.model.flashocc import build_model
+
+    path = tmp_path / "tiny.pth"
+    torch.save({"state_dict": build_model(model_config("tiny")).state_dict()}, path)
+    with pytest.raises(CheckpointError, match="it fits model_config tiny"):
+        load_checkpoint_into(build_model(model_config("demo")), path)
+    torch.save({"state_dict": {"nothing.weight": torch.zeros(3)}}, path)
+    with pytest.raises(CheckpointError, match="no model preset fits it"):
+        load_checkpoint_into(build_model(model_config("tiny")), path)
